@@ -1,0 +1,120 @@
+"""The one module besides entry.py that imports ``orthanc``: REST calls, logging, routes.
+
+Everything Orthanc-specific (CamelCase API, exceptions, RestOutput) is translated here into the
+plain calls of ``study.OrthancApi``, Python logging and ``rest.Routes`` tuples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+import orthanc
+
+from .rest import ROUTES, Routes
+from .state import OrthancCallError
+
+# Orthanc error codes meaning "no such resource / item".
+_NOT_FOUND = {"UNKNOWN_RESOURCE", "INEXISTENT_ITEM", "INEXISTENT_FILE", "INEXISTENT_TAG"}
+
+
+def _call(function: Callable, uri: str, *args: object) -> object:
+    try:
+        return function(uri, *args)
+    except orthanc.OrthancException as error:
+        code = error.args[0] if error.args else None
+        name = getattr(code, "name", str(code))
+        raise OrthancCallError(f"{function.__name__} {uri}: {error}",
+                               not_found=name in _NOT_FOUND) from error
+
+
+class OrthancRestApi:
+    """Calls Orthanc's REST API in-process (no HTTP, no credentials needed)."""
+
+    def get_json(self, uri: str) -> object:
+        """GET and parse JSON."""
+        return json.loads(_call(orthanc.RestApiGet, uri))  # type: ignore[arg-type]
+
+    def get_bytes(self, uri: str) -> bytes:
+        """GET raw bytes (a DICOM file, a metadata value)."""
+        return _call(orthanc.RestApiGet, uri)  # type: ignore[return-value]
+
+    def post(self, uri: str, body: bytes | str) -> object:
+        """POST; the answer parsed as JSON when it is JSON."""
+        answer = _call(orthanc.RestApiPost, uri, body)
+        try:
+            return json.loads(answer)  # type: ignore[arg-type]
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return answer
+
+    def put(self, uri: str, body: bytes | str) -> None:
+        """PUT (metadata)."""
+        _call(orthanc.RestApiPut, uri, body)
+
+    def get_global(self, index: int, default: str) -> str:
+        """Read an Orthanc global property (stored in its database)."""
+        return orthanc.GetGlobalProperty(index, default)
+
+    def set_global(self, index: int, value: str) -> None:
+        """Write an Orthanc global property."""
+        orthanc.SetGlobalProperty(index, value)
+
+
+class OrthancLogHandler(logging.Handler):
+    """Forwards Python logging to Orthanc's log, so one log holds everything."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"[ai-node] {record.name}: {self.format(record)}"
+            if record.levelno >= logging.ERROR:
+                orthanc.LogError(text)
+            elif record.levelno >= logging.WARNING:
+                orthanc.LogWarning(text)
+            else:
+                orthanc.LogInfo(text)
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
+
+
+def install_logging(level: int = logging.INFO) -> None:
+    """Route the plugin's loggers to Orthanc's log (once)."""
+    root = logging.getLogger("orthanc_plugin")
+    if not any(isinstance(h, OrthancLogHandler) for h in root.handlers):
+        root.addHandler(OrthancLogHandler())
+    root.setLevel(level)
+    root.propagate = False
+
+
+def read_section(name: str) -> object:
+    """Our section of Orthanc's configuration, or None."""
+    return json.loads(orthanc.GetConfiguration()).get(name)
+
+
+def register_routes(routes: Routes) -> None:
+    """Register the /ai/ REST routes with Orthanc."""
+
+    def answer(output, result: tuple[int, dict]) -> None:
+        status, body = result
+        text = json.dumps(body, indent=2)
+        if status == 200:
+            output.AnswerBuffer(text, "application/json")
+        else:
+            output.SendHttpStatus(status, text)
+
+    def handler(method: str, action: Callable[..., tuple[int, dict]]):
+        def callback(output, uri, **request):
+            if request["method"] != method:
+                output.SendMethodNotAllowed(method)
+                return
+            try:
+                answer(output, action(*request.get("groups", ())))
+            except Exception as error:  # an error answers 500, never kills Orthanc's thread
+                logging.getLogger(__name__).exception("REST %s failed", uri)
+                answer(output, (500, {"error": f"{type(error).__name__}: {error}"}))
+        return callback
+
+    orthanc.RegisterRestCallback(ROUTES["status"], handler("GET", routes.status))
+    orthanc.RegisterRestCallback(ROUTES["run"], handler("POST", routes.run))
+    orthanc.RegisterRestCallback(ROUTES["explain"], handler("GET", routes.explain))
+    orthanc.RegisterRestCallback(ROUTES["study"], handler("GET", routes.study))

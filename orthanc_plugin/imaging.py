@@ -1,0 +1,104 @@
+"""Small numpy image helpers shared by the model wrapper and the pipelines."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resample a 2-D (or channels-first 3-D) array to ``shape`` over the whole field of view.
+
+    Exact integer shrink factors use block means (counts are averaged, as the training does);
+    anything else uses bilinear interpolation with pixel centres aligned.
+    """
+    height, width = image.shape[-2:]
+    out_h, out_w = shape
+    if (height, width) == (out_h, out_w):
+        return image.astype(np.float32, copy=False)
+    if height % out_h == 0 and width % out_w == 0:
+        fh, fw = height // out_h, width // out_w
+        blocks = image.reshape(*image.shape[:-2], out_h, fh, out_w, fw)
+        return blocks.mean(axis=(-3, -1)).astype(np.float32)
+    rows = _axis_weights(height, out_h)
+    cols = _axis_weights(width, out_w)
+    return np.einsum("ih,...hw,jw->...ij", rows, image.astype(np.float32), cols).astype(np.float32)
+
+
+def _axis_weights(size_in: int, size_out: int) -> np.ndarray:
+    """Return the (size_out, size_in) matrix of linear interpolation weights along one axis."""
+    centres = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
+    centres = np.clip(centres, 0, size_in - 1)
+    low = np.floor(centres).astype(int)
+    high = np.minimum(low + 1, size_in - 1)
+    frac = centres - low
+    weights = np.zeros((size_out, size_in), dtype=np.float32)
+    weights[np.arange(size_out), low] += 1 - frac
+    weights[np.arange(size_out), high] += frac
+    return weights
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Label 8-connected components of a boolean mask; returns (labels, count)."""
+    mask = np.asarray(mask, dtype=bool)
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    count = 0
+    height, width = mask.shape
+    for start in zip(*np.nonzero(mask)):
+        if labels[start]:
+            continue
+        count += 1
+        labels[start] = count
+        stack = [start]
+        while stack:
+            r, c = stack.pop()
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    rr, cc = r + dr, c + dc
+                    if 0 <= rr < height and 0 <= cc < width and mask[rr, cc] and not labels[rr, cc]:
+                        labels[rr, cc] = count
+                        stack.append((rr, cc))
+    return labels, count
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Dilate a boolean mask by a square of half-width ``radius``."""
+    out = np.asarray(mask, dtype=bool).copy()
+    for _ in range(radius):
+        grown = out.copy()
+        grown[1:, :] |= out[:-1, :]
+        grown[:-1, :] |= out[1:, :]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        grown[1:, 1:] |= out[:-1, :-1]
+        grown[:-1, :-1] |= out[1:, 1:]
+        grown[1:, :-1] |= out[:-1, 1:]
+        grown[:-1, 1:] |= out[1:, :-1]
+        out = grown
+    return out
+
+
+def contour(mask: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """Return a closed polygon (row, col) around the largest component of ``mask``.
+
+    The polygon follows the component's boundary pixels ordered by angle around its centroid:
+    exact for convex shapes, a fair outline for the blob-like regions we draw and report.
+    """
+    labels, count = label_components(mask)
+    if count == 0:
+        return ()
+    sizes = np.bincount(labels.ravel())[1:]
+    region = labels == (int(np.argmax(sizes)) + 1)
+    inner = region.copy()
+    inner[1:, :] &= region[:-1, :]
+    inner[:-1, :] &= region[1:, :]
+    inner[:, 1:] &= region[:, :-1]
+    inner[:, :-1] &= region[:, 1:]
+    rows, cols = np.nonzero(region & ~inner)
+    if rows.size < 3:
+        r, c = float(rows[0]), float(cols[0])
+        return ((r - 0.5, c - 0.5), (r - 0.5, c + 0.5), (r + 0.5, c + 0.5), (r + 0.5, c - 0.5),
+                (r - 0.5, c - 0.5))
+    cr, cc = rows.mean(), cols.mean()
+    order = np.argsort(np.arctan2(rows - cr, cols - cc))
+    points = [(float(rows[i]), float(cols[i])) for i in order]
+    return tuple(points + [points[0]])

@@ -1,0 +1,1 @@
+"""Command-line tools around the node: set-up, run, demo, benchmark."""

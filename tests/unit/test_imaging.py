@@ -1,0 +1,32 @@
+"""numpy helpers: resampling keeps mean counts, components and contours are right on tiny arrays."""
+
+import numpy as np
+
+from orthanc_plugin.imaging import contour, dilate, label_components, resample
+
+
+def test_block_mean_shrink_and_bilinear_resize():
+    image = np.arange(16, dtype=np.float32).reshape(4, 4)
+    np.testing.assert_allclose(resample(image, (2, 2)), [[2.5, 4.5], [10.5, 12.5]])
+    grown = resample(np.ones((3, 5), np.float32), (7, 11))
+    assert grown.shape == (7, 11)
+    np.testing.assert_allclose(grown, 1.0, rtol=1e-6)
+
+
+def test_eight_connected_components():
+    mask = np.zeros((5, 5), bool)
+    mask[0, 0] = mask[1, 1] = True  # diagonal neighbours: one component
+    mask[4, 4] = True
+    labels, count = label_components(mask)
+    assert count == 2 and labels[0, 0] == labels[1, 1] != labels[4, 4]
+
+
+def test_dilate_and_contour():
+    mask = np.zeros((9, 9), bool)
+    mask[4, 4] = True
+    assert dilate(mask, 1).sum() == 9
+    square = dilate(mask, 2)
+    outline = contour(square)
+    assert outline[0] == outline[-1]
+    rows = [r for r, _ in outline]
+    assert min(rows) == 2 and max(rows) == 6

@@ -1,0 +1,85 @@
+"""The model registry: contract checks, self-test, highest version served, hot swap, refusals."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from orthanc_plugin.errors import ModelError
+from orthanc_plugin.models import ModelRegistry, parse_spec
+
+from .onnx_factory import metadata, write_model
+
+def _registry(folder) -> ModelRegistry:
+    registry = ModelRegistry(folder, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    registry.refresh()
+    return registry
+
+
+def test_highest_version_per_task_is_served(tmp_path):
+    write_model(tmp_path / "a.onnx", version="1.0.0")
+    write_model(tmp_path / "b.onnx", version="1.10.0")
+    write_model(tmp_path / "c.onnx", version="1.2.0")
+    served = _registry(tmp_path).snapshot()["thyroid-segmentation"]
+    assert served.spec.version == "1.10.0"  # numeric, not string, ordering
+    assert served.provider == "CPUExecutionProvider"
+    assert len(served.sha256) == 64
+
+
+def test_a_broken_new_file_is_refused_and_the_old_version_keeps_serving(tmp_path):
+    write_model(tmp_path / "good.onnx", version="1.0.0")
+    registry = _registry(tmp_path)
+    (tmp_path / "broken.onnx").write_bytes(b"not an onnx file")
+    props = metadata("thyroid-segmentation", "9.0.0", labels=["background"])
+    del props["normalisation"]
+    write_model(tmp_path / "nometa.onnx", props=props)
+    assert registry.refresh()
+    assert registry.snapshot()["thyroid-segmentation"].spec.version == "1.0.0"
+    refused = {r["file"]: r["reason"] for r in registry.status()["refused"]}
+    assert "onnxruntime cannot load it" in refused["broken.onnx"]
+    assert "lack normalisation" in refused["nometa.onnx"]
+
+
+def test_dropping_a_new_version_swaps_without_touching_in_flight_work(tmp_path):
+    write_model(tmp_path / "v1.onnx", version="1.0.0")
+    registry = _registry(tmp_path)
+    in_flight = registry.snapshot()
+    write_model(tmp_path / "v2.onnx", version="2.0.0")
+    assert registry.refresh()
+    assert registry.snapshot()["thyroid-segmentation"].spec.version == "2.0.0"
+    assert in_flight["thyroid-segmentation"].spec.version == "1.0.0"
+    os.remove(tmp_path / "v2.onnx")
+    registry.refresh()
+    assert registry.snapshot()["thyroid-segmentation"].spec.version == "1.0.0"
+
+
+def test_unchanged_folder_is_not_reloaded(tmp_path):
+    write_model(tmp_path / "v1.onnx")
+    registry = _registry(tmp_path)
+    assert registry.refresh() is False
+
+
+def test_predict_resamples_and_returns_probabilities(tmp_path):
+    write_model(tmp_path / "m.onnx")
+    model = _registry(tmp_path).snapshot()["thyroid-segmentation"]
+    frame = np.random.default_rng(0).poisson(20, (128, 128)).astype(np.float32)
+    probabilities = model.predict(frame)
+    assert probabilities.shape == (3, 32, 32)
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("version", "1.0", "is not MAJOR.MINOR.PATCH"),
+    ("input_size", "[128]", "input_size must be"),
+    ("labels", "[]", "labels must be"),
+    ("output_activation", "relu", "output_activation must be"),
+    ("normalisation", '{"method": "zscore"}', "normalisation must be"),
+    ("thresholds", "not json", "is not JSON"),
+])
+def test_bad_metadata_is_refused_with_the_key_named(key, value, message):
+    props = metadata("thyroid-segmentation", "1.0.0", labels=["background", "a", "b"])
+    props[key] = value
+    with pytest.raises(ModelError, match=message):
+        parse_spec(props, source="x.onnx")

@@ -1,0 +1,1 @@
+"""Training, export and evaluation of the node's ONNX models on synthetic thyroid phantoms."""

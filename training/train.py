@@ -1,0 +1,129 @@
+"""Train a U-Net on synthetic phantoms: ``python -m training.train --task segmentation --config ...``.
+
+Fixed seeds, a wall-clock budget (``max_minutes``) with a cosine learning-rate schedule over it,
+validation each epoch on phantoms from :data:`training.data.VAL_SEED0`, and the best state saved to
+``<out>/best.pt`` (``training/runs/`` is git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.data import augment, cached_arrays
+from training.models import build_model
+
+log = logging.getLogger(__name__)
+
+
+def soft_dice_loss(probs: torch.Tensor, onehot: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """``1 - Dice`` per channel over the whole batch, averaged over channels."""
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)
+    return 1 - ((2 * inter + eps) / (probs.sum(dims) + onehot.sum(dims) + eps)).mean()
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, task: str, pos_weight: float = 3.0) -> torch.Tensor:
+    """Cross-entropy + soft Dice on the lobes (segmentation) or weighted BCE + Dice (nodules)."""
+    if task == "segmentation":
+        onehot = F.one_hot(y, logits.shape[1]).permute(0, 3, 1, 2).float()
+        return F.cross_entropy(logits, y) + soft_dice_loss(logits.softmax(1)[:, 1:], onehot[:, 1:])
+    t = y[:, None].float()
+    bce = F.binary_cross_entropy_with_logits(logits, t, pos_weight=torch.tensor(pos_weight, device=t.device))
+    return bce + soft_dice_loss(torch.sigmoid(logits), t)
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, task: str, batch: int = 32) -> dict:
+    """Mean validation loss and pooled foreground Dice (argmax / probability > 0.5)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    losses, inter, total = [], 0.0, 0.0
+    for i in range(0, len(x), batch):
+        xb = torch.from_numpy(x[i:i + batch]).to(dev).contiguous(memory_format=torch.channels_last)
+        yb = torch.from_numpy(y[i:i + batch]).long().to(dev)
+        logits = model(xb)
+        losses.append(float(loss_fn(logits, yb, task)) * len(xb))
+        pred = logits.argmax(1) if task == "segmentation" else (logits[:, 0] > 0).long()
+        for k in range(1, int(logits.shape[1]) + (task != "segmentation")):
+            inter += float(((pred == k) & (yb == k)).sum())
+            total += float((pred == k).sum() + (yb == k).sum())
+    model.train()
+    return {"loss": sum(losses) / len(x), "dice": 2 * inter / max(total, 1.0)}
+
+
+def train(config: dict) -> Path:
+    """Train the model described by ``config`` and return the path of the best checkpoint."""
+    torch.manual_seed(config["seed"])
+    np.random.seed(config["seed"])
+    torch.set_num_threads(int(config.get("threads", 2)))
+    task, cache = config["task"], Path(config["cache_dir"])
+    x_tr, y_tr = cached_arrays(range(*config["train_seeds"]), task, cache)
+    x_va, y_va = cached_arrays(range(*config["val_seeds"]), task, cache)
+    dev = torch.device(config.get("device", "cpu"))
+    model = build_model(config).to(dev, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(config["seed"])
+    bs, budget = int(config["batch_size"]), 60.0 * float(config["max_minutes"])
+    steps_total = int(config["epochs"]) * (len(x_tr) // bs)
+    out = Path(config["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    best, step, t0 = -1.0, 0, time.time()
+    for epoch in range(int(config["epochs"])):
+        perm = torch.randperm(len(x_tr), generator=gen)
+        run = []
+        for i in range(0, len(perm) - bs + 1, bs):
+            frac = max(step / steps_total, (time.time() - t0) / budget)
+            if frac >= 1:
+                break
+            for g in opt.param_groups:
+                g["lr"] = config["lr"] * 0.5 * (1 + math.cos(math.pi * frac))
+            idx = perm[i:i + bs]
+            xb, yb = augment(torch.from_numpy(x_tr[idx]), torch.from_numpy(y_tr[idx]).long(), task, gen)
+            xb, yb = xb.to(dev).contiguous(memory_format=torch.channels_last), yb.to(dev)
+            loss = loss_fn(model(xb), yb, task,
+                           float(config.get("pos_weight", 3.0)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.append(float(loss.detach()))
+            step += 1
+        val = validate(model, x_va, y_va, task)
+        print(f"epoch {epoch + 1:3d} step {step:5d} {time.time() - t0:6.0f}s "
+              f"train_loss {np.mean(run) if run else float('nan'):.4f} val_loss {val['loss']:.4f} "
+              f"val_dice {val['dice']:.4f}", flush=True)
+        if val["dice"] > best:
+            best = val["dice"]
+            torch.save({"config": config, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "val": val, "epoch": epoch + 1,
+                        "train_seconds": time.time() - t0}, out / "best.pt")
+        if (time.time() - t0) >= budget or step >= steps_total:
+            break
+    ck = torch.load(out / "best.pt", weights_only=False)
+    ck["total_train_seconds"] = time.time() - t0
+    torch.save(ck, out / "best.pt")
+    print(f"done in {time.time() - t0:.0f}s, best val_dice {best:.4f} -> {out / 'best.pt'}", flush=True)
+    return out / "best.pt"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--task", choices=["segmentation", "nodules"], required=True)
+    ap.add_argument("--config", type=Path, required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = json.loads(args.config.read_text())
+    if config["task"] != args.task:
+        ap.error(f"config task {config['task']!r} does not match --task {args.task!r}")
+    train(config)
+
+
+if __name__ == "__main__":
+    main()
