@@ -96,11 +96,11 @@ def register_routes(routes: Routes) -> None:
 
     def answer(output, result: tuple[int, dict]) -> None:
         status, body = result
-        text = json.dumps(body, indent=2)
+        text = json.dumps(body, indent=2)  # ASCII (ensure_ascii): characters == bytes
         if status == 200:
             output.AnswerBuffer(text, "application/json")
-        else:
-            output.SendHttpStatus(status, text)
+        else:  # orthanc-python 4.0 takes a str here, not bytes
+            output.SendHttpStatus(status, text, len(text))
 
     def handler(method: str, action: Callable[..., tuple[int, dict]]):
         def callback(output, uri, **request):

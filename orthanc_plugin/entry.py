@@ -59,7 +59,9 @@ def on_change(change_type, level, resource_id):
             _worker.start()
         elif change_type == orthanc.ChangeType.ORTHANC_STOPPED:
             _worker.stop()
-        elif change_type in (orthanc.ChangeType.STABLE_STUDY, orthanc.ChangeType.NEW_STUDY):
+        elif change_type == orthanc.ChangeType.STABLE_STUDY:
+            _worker.mark_stable(resource_id)
+        elif change_type == orthanc.ChangeType.NEW_STUDY:
             _worker.wake()
     except Exception:
         _log.exception("change callback failed")

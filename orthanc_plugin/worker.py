@@ -47,14 +47,18 @@ class Worker:
         self._pending: dict[str, int] = {}  # study id -> first change sequence not yet covered
         self._not_before: dict[str, float] = {}  # study id -> monotonic time of the next attempt
         self._reruns: set[str] = set()
-        self._read_up_to = int(api.get_global(CHECKPOINT_PROPERTY, "0") or 0)
-        self._saved_checkpoint = self._read_up_to
+        self._stable_at: dict[str, float] = {}  # study id -> wall time Orthanc called it stable
+        # The checkpoint is read in start(): Orthanc's database is not open while plugins load.
+        self._read_up_to = 0
+        self._saved_checkpoint = 0
         self.states: Counter[str] = Counter()
         self._last_state: dict[str, str] = {}
 
     # -- control, callable from any thread -------------------------------------------------
     def start(self) -> None:
         """Start the thread (after Orthanc has started: the REST API must be up)."""
+        self._read_up_to = int(self.api.get_global(CHECKPOINT_PROPERTY, "0") or 0)
+        self._saved_checkpoint = self._read_up_to
         self._thread = threading.Thread(target=self._loop, name="ai-node-worker", daemon=True)
         self._thread.start()
         logger.info("worker started at change %d", self._read_up_to)
@@ -68,6 +72,14 @@ class Worker:
 
     def wake(self) -> None:
         """Tell the worker that something changed; cheap, never blocks."""
+        self._wake.set()
+
+    def mark_stable(self, study_id: str) -> None:
+        """Record when Orthanc called a study stable (for the stable-to-stored timing) and wake."""
+        with self._lock:
+            if len(self._stable_at) > 10_000:  # studies never processed (deleted): forget them
+                self._stable_at.clear()
+            self._stable_at.setdefault(study_id, time.time())
         self._wake.set()
 
     def request_rerun(self, study_id: str) -> None:
@@ -172,6 +184,8 @@ class Worker:
     def _process(self, study_id: str, *, trigger: str) -> bool:
         """Process a study; True when it reached a final state (done, skipped, parked failed)."""
         state = self.load_state(study_id) or new_state()
+        with self._lock:
+            stable_at = self._stable_at.pop(study_id, None)
         if trigger == "rerun":
             state["attempts"] = 0
         elif state["state"] == StudyState.FAILED.value and state["attempts"] >= self.config.max_attempts:
@@ -200,6 +214,8 @@ class Worker:
                     result["forward"] = self.forwarder.submit(study_id, result, item.rule.forward)
                 self._save(study_id, state)
             state.update(state=StudyState.DONE.value, reason=None)
+            if stable_at is not None:
+                state["stable_to_stored_ms"] = round((time.time() - stable_at) * 1000.0, 1)
             self._save(study_id, state)
             logger.info("study=%s done: %d result(s)", study_id, len(todo))
             return True

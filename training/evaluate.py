@@ -175,9 +175,10 @@ def select_thresholds(cache: list[tuple], max_fp_per_image: float = 0.5) -> dict
     return best
 
 
-def report_markdown(seg_m: dict, nod_m: dict, froc: list[dict], names: tuple[str, str]) -> str:
-    """``training/REPORT.md`` text."""
+def report_markdown(seg_m: dict, nod_m: dict, froc: list[dict], names: tuple[str, str], trained: tuple[str, str]) -> str:
+    """``training/REPORT.md`` text (``trained``: the files' ``training_data`` strings)."""
     lines = [f"# Held-out evaluation of `{names[0]}` and `{names[1]}`", "",
+             f"- `{names[0]}`: {trained[0]}", f"- `{names[1]}`: {trained[1]}", "",
              f"{seg_m['n_images']} synthetic phantoms, seeds {EVAL_SEED0}-{EVAL_SEED0 + seg_m['n_images'] - 1} "
              "(never used for training, validation or thresholds), default pattern mix, every tenth "
              "at 256x256. Written by `python -m training.evaluate`.", "",
@@ -212,13 +213,15 @@ def main(argv: list[str] | None = None) -> None:
     from training.export import latest_model  # local import: export imports this module
     seg_path, nod_path = latest_model(args.models_dir, "thyroid-segmentation"), latest_model(args.models_dir, "cold-nodule-detection")
     seg, nod = session(seg_path), session(nod_path)
-    thr = json.loads(nod._model_meta.custom_metadata_map["thresholds"])
+    seg_meta, nod_meta = seg.get_modelmeta().custom_metadata_map, nod.get_modelmeta().custom_metadata_map
+    thr = json.loads(nod_meta["thresholds"])
     phs = phantoms(range(EVAL_SEED0, EVAL_SEED0 + args.n))
     seg_m = segmentation_metrics(seg, phs)
     cache = nodule_cache(seg, nod, phs)
     nod_m = nodule_metrics(cache, thr["probability"], thr["min_area_px"])
     froc = [nodule_metrics(cache, p, thr["min_area_px"]) for p in (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)]
-    text = report_markdown(seg_m, nod_m, froc, (seg_path.name, nod_path.name))
+    text = report_markdown(seg_m, nod_m, froc, (seg_path.name, nod_path.name),
+                           (seg_meta["training_data"], nod_meta["training_data"]))
     args.report.write_text(text)
     print(text)
 

@@ -18,7 +18,7 @@ from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 
 from orthanc_plugin import MANUFACTURER, SOFTWARE_VERSION
 from orthanc_plugin.errors import WriterError
-from orthanc_plugin.findings import MEASUREMENT_NAMES, Findings, ModelInfo
+from orthanc_plugin.findings import MEASUREMENT_NAMES, Findings, Lobe, ModelInfo
 from orthanc_plugin.uids import OutputUids
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ UNIT_CODES: dict[str, Code] = {
     "mm": Code("mm", "UCUM", "millimeter"),
     "mm2": Code("mm2", "UCUM", "square millimeter"),
     "{ratio}": Code("{ratio}", "UCUM", "ratio"),
-    "{pixels}": Code("{pixels}", "UCUM", "pixels"),
+    "{pixels}": Code("{pixels}", "UCUM", "Pixels"),
     "1": Code("1", "UCUM", "no units"),
 }
 _UNIT_ALIASES = {"px": "{pixels}", "pixels": "{pixels}", "px2": "{pixels}", "ratio": "{ratio}"}
@@ -80,13 +80,35 @@ def unit_code(unit: str) -> Code:
     """Return the UCUM code of ``unit`` (``px`` counts as ``{pixels}``)."""
     key = _UNIT_ALIASES.get(unit, unit)
     if key not in UNIT_CODES:
-        raise WriterError(f"unit {unit!r} has no UCUM code here; expected one of {sorted(UNIT_CODES)}")
+        raise WriterError(f"unit {unit!r} has no UCUM code here; "
+                          f"expected one of {sorted(UNIT_CODES)}")
     return UNIT_CODES[key]
 
 
 def is_size_unit(unit: str) -> bool:
     """Return True when ``unit`` is a physical size (mm, mm2), which calibration qualifies."""
     return _UNIT_ALIASES.get(unit, unit) in ("mm", "mm2")
+
+
+def lobe_values(findings: Findings, lobe: Lobe) -> dict[str, tuple[float, str]]:
+    """Return the lobe's count share, area and length as (value, unit).
+
+    The named measurements of ``findings`` win; when one is missing, the Lobe's own fields
+    stand in (mm when a spacing is known, else ``{pixels}``).
+    """
+    fallbacks = {
+        "count_share": (lobe.count_share_percent, "%"),
+        "lobe_area": ((lobe.area_mm2, "mm2") if lobe.area_mm2 is not None
+                      else (lobe.area_px, "{pixels}")),
+        "lobe_length": ((lobe.length_mm, "mm") if lobe.length_mm is not None
+                        else (lobe.length_px, "{pixels}")),
+    }
+    values = {}
+    for key, fallback in fallbacks.items():
+        found = findings.measurement(f"{lobe.side}_{key}")
+        value, unit = (found.value, found.unit) if found else fallback
+        values[key] = (float(value), unit)
+    return values
 
 
 def coding_schemes() -> list[CodingSchemeIdentificationItem]:
@@ -113,7 +135,8 @@ def check_inputs(source: Dataset, findings: Findings) -> None:
                           f"{frames} frame(s)")
     shape = (int(source.Rows), int(source.Columns))
     if findings.image.shape != shape:
-        raise WriterError(f"findings.image has shape {findings.image.shape}, the source frame {shape}")
+        raise WriterError(f"findings.image has shape {findings.image.shape}, "
+                          f"the source frame {shape}")
     named = [(f"{lobe.side} lobe", lobe.mask) for lobe in findings.lobes]
     named += [(f"nodule {n.number}", n.mask) for n in findings.nodules]
     for name, mask in named:
@@ -261,7 +284,8 @@ def mask_outline(mask: np.ndarray) -> np.ndarray:
             point = end
         loops.append(loop)
     best = max(loops, key=_signed_area)
-    keep = [p for i, p in enumerate(best) if not _collinear(best[i - 1], p, best[(i + 1) % len(best)])]
+    keep = [p for i, p in enumerate(best)
+            if not _collinear(best[i - 1], p, best[(i + 1) % len(best)])]
     return np.array([*keep, keep[0]], dtype=float)
 
 

@@ -7,13 +7,15 @@ Secondary Capture. Only Pillow's bundled font is used (ASCII text: it has no sup
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from orthanc_plugin import DISCLAIMER
-from orthanc_plugin.findings import Findings, Measurement, Nodule
+from orthanc_plugin.findings import Findings, Nodule
+from orthanc_plugin.writers._common import lobe_values
 
 logger = logging.getLogger(__name__)
 
@@ -167,25 +169,27 @@ def _banner(draw: ImageDraw.ImageDraw, width: int) -> None:
     draw.text((x, (BANNER_HEIGHT - font.size) / 2 - 1), text, font=font, fill=WARN)
 
 
-def _size(measurement: Measurement | None, calibrated: bool) -> str:
-    """Return an area or length with its unit; "?" when unknown."""
-    if measurement is None:
-        return "?"
-    unit, value = measurement.unit, measurement.value
+def _num(value: float, digits: int) -> str:
+    """Return ``value`` with ``digits`` decimals, or "n/a" when it is not a finite number."""
+    return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
+
+
+def _size(value: float, unit: str, calibrated: bool) -> str:
+    """Return an area or length with its unit, flagged "(uncal.)" when in uncalibrated mm."""
     if unit == "mm2":
-        text = f"{value / 100:.1f} cm2"
+        text = f"{_num(value / 100, 1)} cm2"
     elif unit == "mm":
-        text = f"{value:.0f} mm"
+        text = f"{_num(value, 0)} mm"
     else:
-        text = f"{value:.0f} px"
+        text = f"{_num(value, 0)} px"
     return text if calibrated or unit not in ("mm", "mm2") else f"{text} (uncal.)"
 
 
 def _nodule_size(nodule: Nodule, calibrated: bool) -> str:
     """Return a nodule diameter with its unit."""
     if nodule.diameter_mm is None:
-        return f"{nodule.diameter_px:.0f} px"
-    return f"{nodule.diameter_mm:.0f} mm" + ("" if calibrated else " (uncal.)")
+        return f"{_num(nodule.diameter_px, 0)} px"
+    return f"{_num(nodule.diameter_mm, 0)} mm" + ("" if calibrated else " (uncal.)")
 
 
 def _legend(findings: Findings) -> list[_Line]:
@@ -200,24 +204,27 @@ def _legend(findings: Findings) -> list[_Line]:
             lines.append(_Line(f"{side.capitalize()} lobe: not found", WARN,
                                swatch=LOBE_COLOURS[side]))
             continue
-        share = findings.measurement(f"{side}_count_share")
-        share_text = f"{share.value:.1f} % of counts" if share else "share ?"
-        lines.append(_Line(f"{side.capitalize()} lobe:  {share_text}", swatch=LOBE_COLOURS[side]))
-        area = _size(findings.measurement(f"{side}_lobe_area"), findings.calibrated)
-        length = _size(findings.measurement(f"{side}_lobe_length"), findings.calibrated)
+        values = lobe_values(findings, lobe)
+        lines.append(_Line(f"{side.capitalize()} lobe:  {_num(values['count_share'][0], 1)} % "
+                           "of counts", swatch=LOBE_COLOURS[side]))
+        area = _size(*values["lobe_area"], findings.calibrated)
+        length = _size(*values["lobe_length"], findings.calibrated)
         lines.append(_Line(f"      area {area},  length {length}", size=16))
     ratio = findings.measurement("thyroid_to_background_ratio")
-    lines.append(_Line(f"Thyroid-to-background ratio:  {ratio.value:.1f}" if ratio else
-                       "Thyroid-to-background ratio: ?", gap=4))
-    if not findings.calibrated:
-        lines.append(_Line("Sizes UNCALIBRATED (stored pixel spacing, not", WARN, 15))
-        lines.append(_Line("patient-plane size): compare ratios, not mm", WARN, 15))
+    lines.append(_Line("Thyroid-to-background ratio:  "
+                       + (_num(ratio.value, 1) if ratio else "n/a"), gap=4))
+    if findings.pixel_spacing_mm is None:
+        lines.append(_Line("Sizes in pixels: the image gives no pixel spacing", WARN, 15))
+    elif not findings.calibrated:
+        lines.append(_Line("Sizes UNCALIBRATED (stored pixel spacing, not patient-plane "
+                           "size): compare ratios, not mm", WARN, 15))
     lines.append(_Line(f"COLD-NODULE CANDIDATES ({len(findings.nodules)})", GREY, 15, gap=10))
     for n in findings.nodules:
-        lines.append(_Line(f"{n.number}.  {n.lobe} lobe, {n.pole} pole, "
+        where = "isthmus" if n.lobe == "isthmus" else f"{n.lobe} lobe"
+        lines.append(_Line(f"{n.number}.  {where}, {n.pole} pole, "
                            f"{_nodule_size(n, findings.calibrated)}", NODULE_COLOUR))
-        lines.append(_Line(f"      nodule/parenchyma {n.nodule_to_parenchyma_ratio:.2f},  "
-                           f"confidence {n.confidence:.2f}", size=16))
+        lines.append(_Line(f"      nodule/parenchyma {_num(n.nodule_to_parenchyma_ratio, 2)},  "
+                           f"confidence {_num(n.confidence, 2)}", size=16))
     if not findings.nodules:
         lines.append(_Line("none found"))
     lines.append(_Line("Candidates are sensitive by design: check each one.", GREY, 14))

@@ -79,6 +79,12 @@ def write_seg(source: Dataset, findings: Findings, uids: OutputUids) -> Dataset:
         raise WriterError(f"highdicom refused the segmentation: {error}") from error
     seg.ImageComments = f"{DISCLAIMER}. Models: {model_lines}"
     seg.PatientOrientation = list(common.patient_orientation(source, findings))
+    if not source.get("PixelSpacing"):
+        # Only there to satisfy highdicom (see _highdicom_source); a spacing-less measures item
+        # would stop readers, highdicom's segread included.
+        for shared in seg.get("SharedFunctionalGroupsSequence", []):
+            if "PixelMeasuresSequence" in shared:
+                del shared.PixelMeasuresSequence
     _reference_frame(seg, source, findings.frame_number)
     logger.debug("SEG %s: %d segment(s)", uids.sop_instance_uid, len(descriptions))
     return common.finalize(seg, source, uids, when)
@@ -98,9 +104,9 @@ def _segments(findings: Findings) -> tuple[list[np.ndarray], list[hd.seg.Segment
             len(descriptions) + 1, f"Thyroid {side} lobe", codes.SCT.AnatomicalStructure,
             common.THYROID, lobe_model, _LOBE_COLOURS[side],
         )
-        description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
-            hd.sr.CodedConcept.from_code(common.SIDE_CODES[side])
-        ]
+        kind = description.SegmentedPropertyTypeCodeSequence[0]
+        kind.SegmentedPropertyTypeModifierCodeSequence = [
+            hd.sr.CodedConcept.from_code(common.SIDE_CODES[side])]
         masks.append(np.asarray(lobe.mask, bool))
         descriptions.append(description)
     for nodule in findings.nodules:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import highdicom as hd
@@ -63,12 +64,13 @@ def write_sr(source: Dataset, findings: Findings, uids: OutputUids) -> Dataset:
             if lobe is not None:
                 groups.append(_lobe_group(findings, lobe, region_source, uids))
         groups.extend(_nodule_group(findings, n, region_source, uids) for n in findings.nodules)
-        groups.append(_gland_group(findings, uids))
+        groups.append(_gland_group(findings, uids, source, frames))
         report = hd.sr.MeasurementReport(
             observation_context=_observation_context(findings),
             procedure_reported=codes.LN.NMUnspecifiedBodyRegion,
             imaging_measurements=groups,
             title=codes.DCM.ImagingMeasurementReport,
+            referenced_images=[source],
         )
         report[0].ContentSequence.append(_qualitative_evaluations(findings))
         sr = hd.sr.Comprehensive3DSR(
@@ -100,12 +102,23 @@ def _algorithm(model: ModelInfo) -> hd.sr.AlgorithmIdentification:
                                          manufacturer=MANUFACTURER)
 
 
-def _measurement(findings: Findings, name: Code, value: float, unit: str,
-                 model: ModelInfo) -> hd.sr.Measurement:
-    """Return one TID 300 measurement; sizes are flagged as uncalibrated when they are."""
-    method = common.UNCALIBRATED if common.is_size_unit(unit) and not findings.calibrated else None
-    return hd.sr.Measurement(name=name, value=float(value), unit=common.unit_code(unit),
-                             method=method, algorithm_id=_algorithm(model))
+def _measurements(findings: Findings,
+                  values: Sequence[tuple[Code, float, str]]) -> list[hd.sr.Measurement] | None:
+    """Return TID 300 measurements, sizes flagged as uncalibrated when they are.
+
+    A value that is not finite (e.g. a ratio over an empty parenchyma) cannot be a DICOM
+    decimal string: it is left out and logged.
+    """
+    found = []
+    for name, value, unit in values:
+        if not math.isfinite(value):
+            logger.info("measurement %r is %r: left out of the SR", name.meaning, value)
+            continue
+        flagged = common.is_size_unit(unit) and not findings.calibrated
+        method = common.UNCALIBRATED if flagged else None
+        found.append(hd.sr.Measurement(name=name, value=float(value), unit=common.unit_code(unit),
+                                       method=method))
+    return found or None
 
 
 def _tracking(uids: OutputUids, key: str, label: str) -> hd.sr.TrackingIdentifier:
@@ -130,12 +143,11 @@ def _lobe_group(findings: Findings, lobe: Lobe, region_source: hd.sr.SourceImage
                 uids: OutputUids) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """Return the measurement group of one lobe: count share, area and length."""
     model = common.model_for(findings, common.LOBE_TASK)
-    measurements = []
-    for suffix in ("count_share", "lobe_area", "lobe_length"):
-        found = findings.measurement(f"{lobe.side}_{suffix}")
-        if found is not None:
-            measurements.append(_measurement(findings, common.MEASUREMENT_CODES[found.name],
-                                             found.value, found.unit, model))
+    values = common.lobe_values(findings, lobe)
+    measurements = _measurements(findings, [
+        (common.MEASUREMENT_CODES[f"{lobe.side}_{key}"], value, unit)
+        for key, (value, unit) in values.items()
+    ])
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(uids, f"lobe-{lobe.side}", f"Thyroid {lobe.side} lobe"),
         referenced_region=_region(common.mask_outline(lobe.mask), region_source),
@@ -143,7 +155,7 @@ def _lobe_group(findings: Findings, lobe: Lobe, region_source: hd.sr.SourceImage
         finding_category=codes.SCT.AnatomicalStructure,
         finding_sites=[hd.sr.FindingSite(common.THYROID, laterality=common.SIDE_CODES[lobe.side])],
         algorithm_id=_algorithm(model),
-        measurements=measurements or None,
+        measurements=measurements,
         qualitative_evaluations=[_calibration(findings)],
     )
 
@@ -152,10 +164,8 @@ def _nodule_group(findings: Findings, nodule: Nodule, region_source: hd.sr.Sourc
                   uids: OutputUids) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """Return the measurement group of one cold-nodule candidate."""
     model = common.model_for(findings, common.NODULE_TASK)
-    if nodule.diameter_mm is not None:
-        diameter = _measurement(findings, codes.SCT.Diameter, nodule.diameter_mm, "mm", model)
-    else:
-        diameter = _measurement(findings, codes.SCT.Diameter, nodule.diameter_px, "{pixels}", model)
+    diameter = ((nodule.diameter_mm, "mm") if nodule.diameter_mm is not None
+                else (nodule.diameter_px, "{pixels}"))
     if nodule.contour_rc:
         outline = np.array([(c + 0.5, r + 0.5) for r, c in nodule.contour_rc], dtype=float)
         if not np.array_equal(outline[0], outline[-1]):
@@ -167,18 +177,18 @@ def _nodule_group(findings: Findings, nodule: Nodule, region_source: hd.sr.Sourc
     else:
         site = hd.sr.FindingSite(common.THYROID, laterality=common.SIDE_CODES[nodule.lobe])
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=_tracking(uids, f"nodule-{nodule.number}", f"Cold nodule {nodule.number}"),
+        tracking_identifier=_tracking(uids, f"nodule-{nodule.number}",
+                                      f"Cold nodule {nodule.number}"),
         referenced_region=_region(outline, region_source),
         finding_type=codes.SCT.Nodule,
         finding_category=codes.SCT.MorphologicallyAbnormalStructure,
         finding_sites=[site],
         algorithm_id=_algorithm(model),
-        measurements=[
-            diameter,
-            _measurement(findings, common.NODULE_TO_PARENCHYMA,
-                         nodule.nodule_to_parenchyma_ratio, "{ratio}", model),
-            _measurement(findings, common.DETECTOR_CONFIDENCE, nodule.confidence, "1", model),
-        ],
+        measurements=_measurements(findings, [
+            (codes.SCT.Diameter, *diameter),
+            (common.NODULE_TO_PARENCHYMA, nodule.nodule_to_parenchyma_ratio, "{ratio}"),
+            (common.DETECTOR_CONFIDENCE, nodule.confidence, "1"),
+        ]),
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(name=common.NODULE_TYPE, value=common.COLD),
             hd.sr.QualitativeEvaluation(name=common.POLE, value=common.POLES[nodule.pole]),
@@ -187,22 +197,24 @@ def _nodule_group(findings: Findings, nodule: Nodule, region_source: hd.sr.Sourc
     )
 
 
-def _gland_group(findings: Findings,
-                 uids: OutputUids) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _gland_group(findings: Findings, uids: OutputUids, source: Dataset,
+                 frames: list[int] | None) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """Return the gland-level group: every measurement that belongs to no lobe."""
     model = common.model_for(findings, common.LOBE_TASK)
-    measurements = [
-        _measurement(findings, common.MEASUREMENT_CODES[m.name], m.value, m.unit, model)
+    measurements = _measurements(findings, [
+        (common.MEASUREMENT_CODES[m.name], m.value, m.unit)
         for m in findings.measurements if not m.name.startswith(("right_", "left_"))
-    ]
+    ])
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(uids, "gland", "Thyroid gland"),
         finding_type=common.THYROID,
         finding_category=codes.SCT.AnatomicalStructure,
         finding_sites=[hd.sr.FindingSite(common.THYROID)],
         algorithm_id=_algorithm(model),
-        measurements=measurements or None,
+        measurements=measurements,
         qualitative_evaluations=[_calibration(findings)],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(
+            source, referenced_frame_numbers=frames)],
     )
 
 

@@ -95,10 +95,12 @@ def test_seg_lobes_follow_the_view_orientation(node, done_study):
 
 def test_sr_holds_the_measurements(node, done_study):
     _, source, state = done_study
-    sr = hd.sr.srread(io.BytesIO(_file(node, state, "sr")))
-    text = str(sr)
-    assert DISCLAIMER in text
-    assert source.SOPInstanceUID in text
+    data = _file(node, state, "sr")
+    sr = hd.sr.srread(io.BytesIO(data))
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert DISCLAIMER.encode() in data
+    assert source.SOPInstanceUID.encode() in data
     findings = state["results"][0]["findings"]
     assert {"right_count_share", "left_count_share", "thyroid_to_background_ratio"} <= set(findings["measurements"])
     shares = findings["measurements"]

@@ -110,7 +110,7 @@ def test_components_dilation_and_detection():
     gland = np.zeros((8, 8), bool)
     gland[2:4, 2:4] = True
     dets = ev.detect(prob, gland, 0.5, 2, (16, 16))  # (6, 6) is outside the dilated gland
-    assert len(dets) == 1 and dets[0][:2] == pytest.approx((5.0, 5.0))
+    assert len(dets) == 1 and dets[0][:2] == pytest.approx((5.5, 5.5))  # grid (2.5, 2.5) -> frame
 
 
 def _phantom_with(nodules):
