@@ -38,26 +38,35 @@ def _axis_weights(size_in: int, size_out: int) -> np.ndarray:
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Label 8-connected components of a boolean mask; returns (labels, count)."""
+    """Label 8-connected components of a boolean mask; returns (labels 1..count, count).
+
+    Vectorised: each pixel repeatedly takes the smallest pixel index among its neighbours,
+    with pointer jumping so that long shapes converge in a few passes.
+    """
     mask = np.asarray(mask, dtype=bool)
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    count = 0
+    out = np.zeros(mask.shape, dtype=np.int32)
+    if not mask.any():
+        return out, 0
+    outside = np.iinfo(np.int64).max
+    flat_index = np.arange(mask.size, dtype=np.int64).reshape(mask.shape)
+    labels = np.where(mask, flat_index, outside)
     height, width = mask.shape
-    for start in zip(*np.nonzero(mask)):
-        if labels[start]:
-            continue
-        count += 1
-        labels[start] = count
-        stack = [start]
-        while stack:
-            r, c = stack.pop()
-            for dr in (-1, 0, 1):
-                for dc in (-1, 0, 1):
-                    rr, cc = r + dr, c + dc
-                    if 0 <= rr < height and 0 <= cc < width and mask[rr, cc] and not labels[rr, cc]:
-                        labels[rr, cc] = count
-                        stack.append((rr, cc))
-    return labels, count
+    while True:
+        padded = np.pad(labels, 1, constant_values=outside)
+        smallest = labels.copy()
+        for dr in (0, 1, 2):
+            for dc in (0, 1, 2):
+                np.minimum(smallest, padded[dr:dr + height, dc:dc + width], out=smallest)
+        smallest = np.where(mask, smallest, outside)
+        inside = smallest[mask]
+        smallest[mask] = labels.ravel()[inside]  # pointer jumping: follow the label's own label
+        smallest = np.minimum(smallest, np.where(mask, labels, outside))
+        if np.array_equal(smallest, labels):
+            break
+        labels = smallest
+    _, inverse = np.unique(labels[mask], return_inverse=True)
+    out[mask] = inverse.astype(np.int32) + 1
+    return out, int(inverse.max()) + 1
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.valuerep import DSfloat
 from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
@@ -296,7 +297,8 @@ def nm_dataset(
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.PixelSpacing = [pixel_spacing_mm, pixel_spacing_mm] if pixel_spacing_mm else None
+    spacing = DSfloat(pixel_spacing_mm, auto_format=True) if pixel_spacing_mm else None
+    ds.PixelSpacing = [spacing, spacing] if spacing else None
     ds.SmallestImagePixelValue = int(pixels.min())
     ds.LargestImagePixelValue = int(pixels.max())
 

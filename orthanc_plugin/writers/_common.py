@@ -7,6 +7,7 @@ output's own UIDs, never from the clock or a random generator, so equal inputs g
 from __future__ import annotations
 
 import logging
+import re
 
 import highdicom as hd
 import numpy as np
@@ -53,6 +54,10 @@ AI_MODEL = project_code("AIMODEL", "AI model")
 SIDE_CODES = {"right": codes.SCT.Right, "left": codes.SCT.Left}
 THYROID = codes.SCT.Thyroid
 THYROID_ISTHMUS = Code("40867004", "SCT", "Thyroid isthmus")
+
+# Display colours (sRGB) shared by the overlay and the SEG's recommended display colours.
+LOBE_COLOURS = {"right": (0, 170, 255), "left": (255, 150, 0)}
+NODULE_COLOUR = (255, 255, 0)
 
 # Measurement.name -> concept name; the lobe side, if any, goes in the finding site.
 MEASUREMENT_CODES: dict[str, Code] = {
@@ -200,9 +205,15 @@ def equipment_kwargs(findings: Findings, description: str) -> dict[str, object]:
         "manufacturer": MANUFACTURER,
         "manufacturer_model_name": f"{findings.pipeline} pipeline",
         "software_versions": SOFTWARE_VERSION,
+        # Type 1 in SEG's Enhanced General Equipment; a software node has no serial number.
         "device_serial_number": SOFTWARE_VERSION,
         "series_description": description,
     }
+
+
+def content_label(findings: Findings) -> str:
+    """Return a Content Label (CS, at most 16 of A-Z, 0-9, _) naming the pipeline."""
+    return re.sub(r"[^A-Z0-9_]", "_", f"AI_{findings.pipeline.upper()}")[:16]
 
 
 def derived_uid(uids: OutputUids, *parts: str) -> str:

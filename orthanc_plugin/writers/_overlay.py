@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from orthanc_plugin import DISCLAIMER
 from orthanc_plugin.findings import Findings, Nodule
-from orthanc_plugin.writers._common import lobe_values
+from orthanc_plugin.writers._common import LOBE_COLOURS, NODULE_COLOUR, lobe_values
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +23,7 @@ IMAGE_HEIGHT = 512
 PANEL_WIDTH = 500
 BANNER_HEIGHT = 46
 MARGIN = 14
-LOBE_COLOURS = {"right": (0, 170, 255), "left": (255, 150, 0)}
-NODULE_COLOUR = (255, 255, 0)
+LINE_GAP = 4
 WHITE, GREY, WARN = (240, 240, 240), (165, 165, 165), (255, 220, 60)
 BANNER_RED, PANEL_BG = (190, 0, 0), (28, 28, 32)
 
@@ -37,6 +36,11 @@ def _font(size: int) -> Font:
         return ImageFont.load_default(size=size)
     except TypeError:
         return ImageFont.load_default()
+
+
+def _height(font: Font) -> int:
+    """Return the height of a line of text in ``font`` (ascender to descender)."""
+    return int(font.getbbox("Hg")[3])
 
 
 @dataclass(frozen=True)
@@ -73,14 +77,14 @@ def render(findings: Findings) -> np.ndarray:
     for nodule in findings.nodules:
         _outline(picture, nodule.mask, NODULE_COLOUR, 2)
     for lobe in findings.lobes:
-        _side_label(draw, lobe.mask, lobe.side, findings.view, scale)
+        _side_label(draw, lobe.mask, lobe.side, findings.view, scale, size[0])
     for nodule in findings.nodules:
-        _nodule_label(draw, nodule, scale)
+        _nodule_label(draw, nodule, scale, size[0])
     draw.text((8, 6), f"{findings.view.upper()} view, frame {findings.frame_number}",
               font=_font(16), fill=WHITE, stroke_width=2, stroke_fill=(0, 0, 0))
 
     lines = _wrap(_legend(findings), PANEL_WIDTH - 2 * MARGIN - 22)
-    legend_height = sum(_font(line.size).size + 6 + line.gap for line in lines) + 2 * MARGIN
+    legend_height = sum(_height(_font(line.size)) + LINE_GAP + line.gap for line in lines) + 2 * MARGIN
     height = BANNER_HEIGHT + max(IMAGE_HEIGHT, legend_height)
     canvas = Image.new("RGB", (size[0] + PANEL_WIDTH, height), PANEL_BG)
     canvas.paste(picture, (0, BANNER_HEIGHT))
@@ -96,7 +100,7 @@ def render(findings: Findings) -> np.ndarray:
             draw.text((x + 22, y), line.text, font=font, fill=line.colour)
         else:
             draw.text((x, y), line.text, font=font, fill=line.colour)
-        y += font.size + 6
+        y += _height(font) + LINE_GAP
     return np.asarray(canvas, dtype=np.uint8)
 
 
@@ -136,7 +140,7 @@ def _bbox(mask: np.ndarray, scale: float) -> tuple[float, float, float, float]:
 
 
 def _side_label(draw: ImageDraw.ImageDraw, mask: np.ndarray, side: str, view: str,
-                scale: float) -> None:
+                scale: float, width_px: int) -> None:
     """Write "R" or "L" beside the lobe, on the patient's side of the picture."""
     left, top, right, bottom = _bbox(mask, scale)
     font = _font(30)
@@ -144,18 +148,18 @@ def _side_label(draw: ImageDraw.ImageDraw, mask: np.ndarray, side: str, view: st
     text = "R" if side == "right" else "L"
     width = draw.textlength(text, font=font)
     x = left - width - 12 if on_image_left else right + 12
-    x = min(max(x, 4), draw.im.size[0] - width - 4)
-    y = (top + bottom) / 2 - font.size / 2
+    x = min(max(x, 4), width_px - width - 4)
+    y = (top + bottom) / 2 - _height(font) / 2
     draw.text((x, y), text, font=font, fill=LOBE_COLOURS[side], stroke_width=3,
               stroke_fill=(0, 0, 0))
 
 
-def _nodule_label(draw: ImageDraw.ImageDraw, nodule: Nodule, scale: float) -> None:
+def _nodule_label(draw: ImageDraw.ImageDraw, nodule: Nodule, scale: float, width_px: int) -> None:
     """Write the nodule's number just above and right of its outline."""
     left, top, right, _ = _bbox(nodule.mask, scale)
     font = _font(22)
-    x = min(right + 2, draw.im.size[0] - 20)
-    y = max(top - font.size, 2)
+    x = min(right + 2, width_px - 20)
+    y = max(top - _height(font), 2)
     draw.text((x, y), str(nodule.number), font=font, fill=NODULE_COLOUR, stroke_width=3,
               stroke_fill=(0, 0, 0))
 
@@ -166,7 +170,7 @@ def _banner(draw: ImageDraw.ImageDraw, width: int) -> None:
     font = _font(22)
     text = DISCLAIMER.upper()
     x = max(8, (width - draw.textlength(text, font=font)) / 2)
-    draw.text((x, (BANNER_HEIGHT - font.size) / 2 - 1), text, font=font, fill=WARN)
+    draw.text((x, (BANNER_HEIGHT - _height(font)) / 2), text, font=font, fill=WARN)
 
 
 def _num(value: float, digits: int) -> str:

@@ -8,6 +8,7 @@ import logging
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.valuerep import DSfloat
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.tag import Tag
@@ -21,8 +22,6 @@ from orthanc_plugin.writers import _common as common
 logger = logging.getLogger(__name__)
 
 _PIXEL_DATA_TAGS = {Tag("PixelData"), Tag("FloatPixelData"), Tag("DoubleFloatPixelData")}
-_LOBE_COLOURS = {"right": (0, 170, 255), "left": (255, 160, 0)}
-_NODULE_COLOUR = (255, 255, 0)
 
 
 def write_seg(source: Dataset, findings: Findings, uids: OutputUids) -> Dataset:
@@ -66,7 +65,7 @@ def write_seg(source: Dataset, findings: Findings, uids: OutputUids) -> Dataset:
             series_number=uids.series_number,
             sop_instance_uid=uids.sop_instance_uid,
             instance_number=uids.instance_number,
-            content_label="AI_THYROID",
+            content_label=common.content_label(findings),
             content_description=DISCLAIMER,
             contributing_equipment=common.contributing_equipment(findings, "".join(when)),
             content_date=when[0],
@@ -102,7 +101,7 @@ def _segments(findings: Findings) -> tuple[list[np.ndarray], list[hd.seg.Segment
             continue
         description = _description(
             len(descriptions) + 1, f"Thyroid {side} lobe", codes.SCT.AnatomicalStructure,
-            common.THYROID, lobe_model, _LOBE_COLOURS[side],
+            common.THYROID, lobe_model, common.LOBE_COLOURS[side],
         )
         kind = description.SegmentedPropertyTypeCodeSequence[0]
         kind.SegmentedPropertyTypeModifierCodeSequence = [
@@ -114,7 +113,7 @@ def _segments(findings: Findings) -> tuple[list[np.ndarray], list[hd.seg.Segment
         description = _description(
             len(descriptions) + 1, f"Cold nodule {nodule.number}",
             codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Nodule, nodule_model,
-            _NODULE_COLOUR,
+            common.NODULE_COLOUR,
         )
         description.AnatomicRegionSequence = [_nodule_region(nodule.lobe)]
         masks.append(np.asarray(nodule.mask, bool))
@@ -174,7 +173,8 @@ def _highdicom_source(source: Dataset, findings: Findings) -> Dataset:
     measures = Dataset()
     spacing = source.get("PixelSpacing")
     if spacing:
-        measures.PixelSpacing = [float(v) for v in spacing]
+        # auto_format: a source's over-long DS string must not make our SEG invalid
+        measures.PixelSpacing = [DSfloat(float(v), auto_format=True) for v in spacing]
     measures.SliceThickness = 1.0
     shared = Dataset()
     shared.PixelMeasuresSequence = [measures]

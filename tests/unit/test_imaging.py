@@ -30,3 +30,35 @@ def test_dilate_and_contour():
     assert outline[0] == outline[-1]
     rows = [r for r, _ in outline]
     assert min(rows) == 2 and max(rows) == 6
+
+
+def _reference_components(mask: np.ndarray) -> np.ndarray:
+    """Plain breadth-first 8-connected labelling, to check the vectorised one against."""
+    seen = np.zeros(mask.shape, int)
+    count = 0
+    for start in zip(*np.nonzero(mask)):
+        if seen[start]:
+            continue
+        count += 1
+        seen[start] = count
+        stack = [start]
+        while stack:
+            r, c = stack.pop()
+            for rr in range(max(r - 1, 0), min(r + 2, mask.shape[0])):
+                for cc in range(max(c - 1, 0), min(c + 2, mask.shape[1])):
+                    if mask[rr, cc] and not seen[rr, cc]:
+                        seen[rr, cc] = count
+                        stack.append((rr, cc))
+    return seen
+
+
+def test_vectorised_labelling_matches_breadth_first_search():
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        mask = rng.random((17, 23)) < rng.uniform(0.2, 0.7)
+        labels, count = label_components(mask)
+        reference = _reference_components(mask)
+        assert count == reference.max()
+        # Same partition: each of our labels pairs with exactly one reference label.
+        assert len(set(zip(labels[mask], reference[mask]))) == count
+        assert set(np.unique(labels[mask])) == set(range(1, count + 1))

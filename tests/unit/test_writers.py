@@ -503,6 +503,7 @@ class TestStructuredReport:
         assert right["Share of thyroid counts"][:2] == (54.2, "%")
         assert right["Area"][:2] == (findings.lobes[0].area_mm2, "mm2") and right["Area"][2] is None
         assert right["Length"][1] == "mm"
+        assert groups[3].roi.value[:2].tolist() == [[21.0, 11.0], [24.0, 11.0]]  # contour_rc + 0.5
         nodule = {m.name.meaning: (m.value, m.unit.value) for m in groups[2].get_measurements()}
         assert nodule["Diameter"] == (9.0, "mm")
         assert nodule["Nodule-to-parenchyma count ratio"] == (0.52, "{ratio}")
