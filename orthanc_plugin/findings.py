@@ -55,7 +55,6 @@ class Nodule:
     diameter_mm: float | None
     nodule_to_parenchyma_ratio: float  # mean counts in nodule / mean counts in rest of its lobe
     confidence: float  # detector confidence, 0-1
-    contour_rc: tuple[tuple[float, float], ...] = ()  # closed polygon (row, col), for SR regions
 
 
 @dataclass(frozen=True)

@@ -84,30 +84,3 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
         grown[:-1, 1:] |= out[1:, :-1]
         out = grown
     return out
-
-
-def contour(mask: np.ndarray) -> tuple[tuple[float, float], ...]:
-    """Return a closed polygon (row, col) around the largest component of ``mask``.
-
-    The polygon follows the component's boundary pixels ordered by angle around its centroid:
-    exact for convex shapes, a fair outline for the blob-like regions we draw and report.
-    """
-    labels, count = label_components(mask)
-    if count == 0:
-        return ()
-    sizes = np.bincount(labels.ravel())[1:]
-    region = labels == (int(np.argmax(sizes)) + 1)
-    inner = region.copy()
-    inner[1:, :] &= region[:-1, :]
-    inner[:-1, :] &= region[1:, :]
-    inner[:, 1:] &= region[:, :-1]
-    inner[:, :-1] &= region[:, 1:]
-    rows, cols = np.nonzero(region & ~inner)
-    if rows.size < 3:
-        r, c = float(rows[0]), float(cols[0])
-        return ((r - 0.5, c - 0.5), (r - 0.5, c + 0.5), (r + 0.5, c + 0.5), (r + 0.5, c - 0.5),
-                (r - 0.5, c - 0.5))
-    cr, cc = rows.mean(), cols.mean()
-    order = np.argsort(np.arctan2(rows - cr, cols - cc))
-    points = [(float(rows[i]), float(cols[i])) for i in order]
-    return tuple(points + [points[0]])

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 
 from ..errors import ConfigError, ModelError
 from ..findings import Findings, Lobe, Measurement, Nodule
-from ..imaging import contour, dilate, label_components
+from ..imaging import dilate, label_components
 from ..models import LoadedModel
 from ..nm_frames import SourceFrame, select_frame
 from ..timing import Stopwatch
@@ -173,7 +173,6 @@ def _nodules(pixels: np.ndarray, probs: np.ndarray, gland_small: np.ndarray,
              small_lobes: dict[str, np.ndarray], lobes: dict[str, Lobe],
              spacing: tuple[float, float] | None, *, threshold: float, min_area: int) -> list[Nodule]:
     candidates, count = label_components((probs > threshold) & dilate(gland_small, NODULE_MARGIN_PX))
-    scale = (pixels.shape[0] / probs.shape[0], pixels.shape[1] / probs.shape[1])
     found = []
     for number in range(1, count + 1):
         small = candidates == number
@@ -189,12 +188,11 @@ def _nodules(pixels: np.ndarray, probs: np.ndarray, gland_small: np.ndarray,
         rest = host & ~mask
         parenchyma = float(pixels[rest].mean()) if rest.any() else float("nan")
         ratio = float(pixels[mask].mean()) / parenchyma if parenchyma > 0 else float("nan")
-        outline = tuple(((r + 0.5) * scale[0] - 0.5, (c + 0.5) * scale[1] - 0.5) for r, c in contour(small))
         found.append(dict(
             lobe=side, pole=_pole(rows.mean(), lobes.get(side)), mask=mask,
             centroid_rc=(float(rows.mean()), float(cols.mean())), diameter_px=diameter_px,
             diameter_mm=diameter_px * math.sqrt(spacing[0] * spacing[1]) if spacing else None,
-            nodule_to_parenchyma_ratio=ratio, confidence=float(probs[small].max()), contour_rc=outline))
+            nodule_to_parenchyma_ratio=ratio, confidence=float(probs[small].max())))
     found.sort(key=lambda n: -n["confidence"])
     return [Nodule(number=i, **n) for i, n in enumerate(found, start=1)]
 

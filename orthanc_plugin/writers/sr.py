@@ -166,13 +166,7 @@ def _nodule_group(findings: Findings, nodule: Nodule, region_source: hd.sr.Sourc
     model = common.model_for(findings, common.NODULE_TASK)
     diameter = ((nodule.diameter_mm, "mm") if nodule.diameter_mm is not None
                 else (nodule.diameter_px, "{pixels}"))
-    # contour_rc holds array indices (pixel centres); DICOM puts pixel centres at +0.5.
-    outline = np.array([(c + 0.5, r + 0.5) for r, c in nodule.contour_rc], dtype=float)
-    if len(np.unique(outline, axis=0)) >= 3:
-        if not np.array_equal(outline[0], outline[-1]):
-            outline = np.vstack([outline, outline[:1]])
-    else:
-        outline = common.mask_outline(nodule.mask)
+    outline = common.mask_outline(nodule.mask)
     if nodule.lobe == "isthmus":
         site = hd.sr.FindingSite(common.THYROID_ISTHMUS)
     else:

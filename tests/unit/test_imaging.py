@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from orthanc_plugin.imaging import contour, dilate, label_components, resample
+from orthanc_plugin.imaging import dilate, label_components, resample
 
 
 def test_block_mean_shrink_and_bilinear_resize():
@@ -21,15 +21,11 @@ def test_eight_connected_components():
     assert count == 2 and labels[0, 0] == labels[1, 1] != labels[4, 4]
 
 
-def test_dilate_and_contour():
+def test_dilate_grows_a_square():
     mask = np.zeros((9, 9), bool)
     mask[4, 4] = True
     assert dilate(mask, 1).sum() == 9
-    square = dilate(mask, 2)
-    outline = contour(square)
-    assert outline[0] == outline[-1]
-    rows = [r for r, _ in outline]
-    assert min(rows) == 2 and max(rows) == 6
+    assert dilate(mask, 2).sum() == 25
 
 
 def _reference_components(mask: np.ndarray) -> np.ndarray:

@@ -72,9 +72,7 @@ def make_findings(*, frame_number: int = 1, calibrated: bool = True, nodules: bo
             Nodule(1, "right", "lower", n1, (20.0, right_col), 4.5,
                    4.5 * spacing if spacing else None, 0.52, 0.91),
             Nodule(2, "left", "upper", n2, (12.0, left_col), 3.4,
-                   3.4 * spacing if spacing else None, 0.61, 0.47,
-                   contour_rc=((10.5, left_col - 1.5), (10.5, left_col + 1.5),
-                               (13.5, left_col + 1.5), (13.5, left_col - 1.5))),
+                   3.4 * spacing if spacing else None, 0.61, 0.47),
         )
     return Findings(
         pipeline="thyroid", variant="tc99m", frame_number=frame_number, image=image,
@@ -503,7 +501,8 @@ class TestStructuredReport:
         assert right["Share of thyroid counts"][:2] == (54.2, "%")
         assert right["Area"][:2] == (findings.lobes[0].area_mm2, "mm2") and right["Area"][2] is None
         assert right["Length"][1] == "mm"
-        assert groups[3].roi.value[:2].tolist() == [[21.0, 11.0], [24.0, 11.0]]  # contour_rc + 0.5
+        outline = _common.mask_outline(findings.nodules[1].mask)
+        assert groups[3].roi.value.tolist() == outline.tolist()  # pixel-edge outline of the mask
         nodule = {m.name.meaning: (m.value, m.unit.value) for m in groups[2].get_measurements()}
         assert nodule["Diameter"] == (9.0, "mm")
         assert nodule["Nodule-to-parenchyma count ratio"] == (0.52, "{ratio}")
