@@ -47,6 +47,7 @@ class Worker:
         self._pending: dict[str, int] = {}  # study id -> first change sequence not yet covered
         self._not_before: dict[str, float] = {}  # study id -> monotonic time of the next attempt
         self._reruns: set[str] = set()
+        self._own_instances: set[str] = set()  # results we stored, whose changes need no lookup
         self._stable_at: dict[str, float] = {}  # study id -> wall time Orthanc called it stable
         # The checkpoint is read in start(): Orthanc's database is not open while plugins load.
         self._read_up_to = 0
@@ -132,14 +133,27 @@ class Worker:
                 study_id = self._study_of(change)
                 if study_id is not None and study_id not in self._pending:
                     self._pending[study_id] = int(change["Seq"])
+                    if change["ChangeType"] == "NewStudy":
+                        self._mark_queued(study_id)
             self._read_up_to = max(self._read_up_to, int(page["Last"]))  # type: ignore[index]
             if page["Done"]:  # type: ignore[index]
                 return
+
+    def _mark_queued(self, study_id: str) -> None:
+        """Show a new study as queued until it is stable and processed."""
+        try:
+            if self.load_state(study_id) is None:
+                self._save(study_id, new_state())
+        except OrthancCallError as error:  # deleted meanwhile: nothing to show
+            logger.info("study=%s: cannot mark queued: %s", study_id, error)
 
     def _study_of(self, change: dict) -> str | None:
         if change["ChangeType"] in STUDY_CHANGES:
             return change["ID"]
         if change["ChangeType"] == "NewInstance":
+            if change["ID"] in self._own_instances:
+                self._own_instances.discard(change["ID"])
+                return None
             try:
                 return self.api.get_json(f"/instances/{change['ID']}/study")["ID"]  # type: ignore[index]
             except OrthancCallError as error:
@@ -208,6 +222,7 @@ class Worker:
             for item in todo:
                 result = study_work.run_item(self.api, item, models,
                                              calibration_mm_per_pixel=self.config.calibration_mm_per_pixel)
+                self._own_instances.update(o["instance_id"] for o in result["outputs"].values())
                 study_work.supersede(state["results"], result)
                 state["results"].append(result)
                 if item.rule.forward is not None:

@@ -34,6 +34,30 @@ def thyroid_nm(folder: Path, name: str, *, seed: int, matrix: int = 128, frames:
     return synthetic_nm.write(ds, folder / f"{name}.dcm"), study_uid
 
 
+def jpeg2000_nm(folder: Path, name: str, *, seed: int) -> Path:
+    """An NM thyroid file in JPEG 2000 lossless, encoded with Pillow's OpenJPEG (a modality's codec)."""
+    import io
+
+    from PIL import Image
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    path, _ = thyroid_nm(folder, name, seed=seed)
+    ds = dcmread(path)
+    frames = ds.pixel_array.reshape(-1, ds.Rows, ds.Columns).astype(np.uint16)
+    encoded = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="JPEG2000", irreversible=False, no_jp2=True)
+        encoded.append(buffer.getvalue())
+    ds.PixelData = encapsulate(encoded)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def truncated_pixels(source: Path, target: Path) -> Path:
     """Copy a DICOM file with its pixel data cut short (header intact): decodable by nobody."""
     import pydicom

@@ -15,7 +15,7 @@ from pydicom.uid import RLELossless
 
 from training import synthetic_nm
 
-from .studies import thyroid_nm, truncated_pixels
+from .studies import jpeg2000_nm, thyroid_nm, truncated_pixels
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +58,7 @@ CASES = {
     "all-zero": (_zero, "failed", "no counts", None),
     "truncated-pixels": (_truncated, "failed", "cannot decode", None),
     "rle": (_thyroid(name="rle", seed=14, transfer_syntax=RLELossless), "done", None, "tc99m"),
+    "jpeg2000": (lambda folder: jpeg2000_nm(folder, "j2k", seed=20), "done", None, "tc99m"),
     "two-frames": (_thyroid(name="two", seed=15, frames="two-windows"), "done", None, "tc99m"),
     "matrix-1024": (_thyroid(name="big", seed=16, upscale=8), "done", None, "tc99m"),
     "no-pixel-spacing": (_thyroid(name="nospacing", seed=17, pixel_spacing_mm=None), "done", None, "tc99m"),

@@ -83,3 +83,24 @@ def test_bad_metadata_is_refused_with_the_key_named(key, value, message):
     props[key] = value
     with pytest.raises(ModelError, match=message):
         parse_spec(props, source="x.onnx")
+
+
+@pytest.mark.parametrize("kind, task, channels", [("segmentation", "thyroid-segmentation", 3),
+                                                  ("nodules", "cold-nodule-detection", 1)])
+def test_a_model_exported_by_training_is_served_by_the_registry(tmp_path, kind, task, channels):
+    # The two sides of the models/README.md contract, tied together: training/export.py writes,
+    # orthanc_plugin/models.py reads.
+    import torch
+
+    from training import export
+    from training.models import UNet
+
+    torch.manual_seed(0)
+    network = UNet(1, channels, base=2, levels=1)
+    proto = export.to_onnx(network, export.build_metadata(kind, "0.0.1", {"probability": 0.5}, {}, "test"))
+    (tmp_path / "exported.onnx").write_bytes(proto.SerializeToString())
+    registry = _registry(tmp_path)
+    assert registry.status()["refused"] == []
+    model = registry.snapshot()[task]
+    assert model.spec.version == "0.0.1" and len(model.spec.labels) == channels
+    assert model.predict(np.ones((128, 128), np.float32)).shape == (channels, 128, 128)

@@ -1,0 +1,73 @@
+"""Models are data: a new ONNX file goes live without a restart; a broken one is refused; results keep provenance."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from scripts.orthanc_process import OrthancNode, wait_for
+
+from .conftest import FAST, _keep_log
+from .studies import thyroid_nm
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bump(source: Path, target: Path, version: str) -> None:
+    """Copy a shipped model under a new version (same weights): what an ML engineer drops in."""
+    model = onnx.load(source)
+    for prop in model.metadata_props:
+        if prop.key == "version":
+            prop.value = version
+    onnx.save(model, target)
+
+
+def _task(path: Path) -> str | None:
+    return next((p.value for p in onnx.load(path).metadata_props if p.key == "task"), None)
+
+
+def test_new_version_goes_live_and_supersedes_older_results(tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "models", models)
+    node = OrthancNode(tmp_path / "node", overrides={**FAST, "AiNode": {**FAST["AiNode"],
+                                                                          "ModelsDirectory": str(models)}}).start()
+    try:
+        send = tmp_path / "send"
+        send.mkdir()
+        path, uid = thyroid_nm(send, "swap", seed=601)
+        assert node.storescu([path]).returncode == 0
+        study_id = node.study_id(uid)
+        first = node.wait_state(study_id, ["done"])
+        segmentation = next(p for p in models.glob("*.onnx") if _task(p) == "thyroid-segmentation")
+        (models / "broken-9.9.9.onnx").write_bytes(b"garbage")
+        _bump(segmentation, models / "thyroid-seg-next.onnx", "7.0.0")
+
+        def served() -> dict:
+            status = node.json("/ai/status")["models"]
+            versions = {m["version"] for m in status["models"] if m["served"]}
+            assert "7.0.0" in versions, versions
+            return status
+
+        status = wait_for(served, 30, "the dropped model to be served")
+        assert [r["file"] for r in status["refused"]] == ["broken-9.9.9.onnx"]
+
+        assert node.post(f"/ai/studies/{study_id}/run").status_code == 202
+
+        def rerun_done() -> dict:
+            state = node.ai_state(study_id)
+            assert state["state"] == "done" and len(state["results"]) == 2, state["state"]
+            return state
+
+        state = wait_for(rerun_done, 60, "the re-run on the new version", 0.5)
+        old, new = state["results"]
+        assert old["work_key"] == first["results"][0]["work_key"]
+        assert old["superseded_by"] == new["work_key"]
+        assert "7.0.0" in {m["version"] for m in new["models"]}
+        assert len(node.json(f"/studies/{study_id}/series")) == 7  # source + 2 x (SC, SEG, SR)
+    finally:
+        node.stop()
+        _keep_log(node, "model-swap")
