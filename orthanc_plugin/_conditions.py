@@ -1,5 +1,5 @@
-"""Conditions of a header rule (parsed at load, evaluated per series), the header they read,
-and the small validation helpers of ``rules.py``.
+"""Conditions of a header rule (parsed at load, evaluated per series) and the small validation
+helpers of ``rules.py``.
 
 The header is a plain dict shaped like Orthanc's ``GET /instances/{id}/tags?simplify``: DICOM
 keywords to strings (multi-valued joined with backslashes), sequences as lists of such dicts, plus
@@ -17,13 +17,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag
 
 AE_KEYS = ("CallingAETitle", "CalledAETitle")
 Kind = Literal["absent", "regex", "number", "range", "terms"]
-_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 
 
 @dataclass(frozen=True)
@@ -330,55 +326,3 @@ def evaluate(cond: Condition, header: Mapping) -> tuple[bool, str]:
     if hits:
         return True, hits[0]
     return False, "; ".join(reason for _, reason in results)
-
-
-def _simplify(value: object) -> str:
-    """A non-sequence element value as Orthanc's simplified JSON shows it."""
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple, MultiValue)):
-        return "\\".join(_simplify(v) for v in value)
-    if isinstance(value, BaseTag):
-        return f"{value.group:04x},{value.element:04x}"
-    return str(value)
-
-
-def header_from_dataset(
-    ds: Dataset, *, calling_ae: str | None = None, called_ae: str | None = None
-) -> dict[str, object]:
-    """Build the header dict the rules see from a pydicom dataset.
-
-    Parameters
-    ----------
-    ds : pydicom.Dataset
-        One instance of the series (pixel data is not read).
-    calling_ae, called_ae : str or None
-        AE titles to add as ``CallingAETitle`` / ``CalledAETitle``.
-
-    Returns
-    -------
-    dict
-        Keywords to strings (multi-valued joined with backslashes), sequences as lists of dicts;
-        private or unknown tags keyed ``gggg,eeee``; PixelData and binary values skipped.
-
-    Examples
-    --------
-    >>> from pydicom import Dataset
-    >>> ds = Dataset(); ds.Modality = "NM"; ds.ImageType = ["ORIGINAL", "PRIMARY", "STATIC"]
-    >>> header_from_dataset(ds, calling_ae="GAMMA1")
-    {'ImageType': 'ORIGINAL\\\\PRIMARY\\\\STATIC', 'Modality': 'NM', 'CallingAETitle': 'GAMMA1'}
-    """
-    header: dict[str, object] = {}
-    for elem in ds:
-        if elem.tag == 0x7FE00010 or elem.VR in _BINARY_VRS:
-            continue
-        key = elem.keyword or f"{elem.tag.group:04x},{elem.tag.element:04x}"
-        if elem.VR == "SQ":
-            header[key] = [header_from_dataset(item) for item in elem.value]
-        else:
-            header[key] = _simplify(elem.value)
-    if calling_ae is not None:
-        header["CallingAETitle"] = calling_ae
-    if called_ae is not None:
-        header["CalledAETitle"] = called_ae
-    return header

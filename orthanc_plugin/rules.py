@@ -46,10 +46,11 @@ from types import MappingProxyType
 from typing import Literal
 
 from ._conditions import (
-    Condition, DuplicateKeyError, check_keys, evaluate, expect, got, header_from_dataset,
-    is_number, is_text, no_duplicates, parse_condition,
+    Condition, DuplicateKeyError, check_keys, evaluate, expect, got, is_number, is_text,
+    no_duplicates, parse_condition,
 )
 from .errors import RulesError
+from .headers import header_from_dataset
 
 __all__ = [
     "Condition", "Forward", "Rule", "RuleSet", "RulesHolder", "explain", "header_from_dataset",
