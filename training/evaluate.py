@@ -25,6 +25,23 @@ from training.data import EVAL_SEED0, INPUT_SIZE, preprocess, resample_labels
 from training.phantoms import PATTERNS, Phantom, generate
 
 log = logging.getLogger(__name__)
+NOTES = """## How to read these figures
+
+- Synthetic data only (`training/phantoms.py`, anterior view, no patient data): the figures say the
+  networks learned the phantoms, not that they work on real scintigrams.
+- Segmentation: argmax of the logits resampled to the frame with nearest, Dice against the true gland
+  (lobes + isthmus + pyramidal lobe, isthmus split at the midline). The truth of a thyroiditis or
+  toxic-adenoma case is the whole gland, however faint.
+- Nodules: candidates are 8-connected components of sigmoid > probability inside the predicted gland
+  dilated by 2 px, both on the 128x128 input grid (as in `orthanc_plugin/pipelines/thyroid.py`); a
+  candidate hits a true cold nodule when its centroid is within the nodule radius + 2 frame pixels.
+  Candidates lying on a hot nodule count as false positives and are listed separately.
+- Thresholds were chosen on validation phantoms (default mix, seeds 5100000-5100299): the highest
+  sensitivity over all cold nodules with at most 0.5 false positives per image.
+- Cold-nodule contrast is drawn from the measured pinhole ranges and applied before the 4-8 mm
+  system blur, so nodules under 8 mm are faint; the domain notes say those are usually missed.
+- Toxic adenoma: the rest of the gland is suppressed to 0-20 % of the hot nodule.
+"""
 SIZE_BANDS = ((5.0, 8.0), (8.0, 10.0), (10.0, 20.0), (20.0, 1e9))
 BAND_NAMES = ("5-8mm", "8-10mm", "10-20mm", ">=20mm")
 
@@ -83,7 +100,10 @@ def match(dets: list[tuple[float, float, float]], ph: Phantom, margin_px: float 
     """Hit flag per true cold nodule, false positives, and false positives lying on hot nodules."""
     cold = [n for n in ph.nodules if n.kind == "cold"]
     hot = [n for n in ph.nodules if n.kind == "hot"]
-    within = lambda d, n: np.hypot(d[0] - n.center_rc[0], d[1] - n.center_rc[1]) <= n.diameter_mm / 2 / ph.mm_per_px + margin_px
+
+    def within(d: tuple[float, float, float], n) -> bool:
+        return np.hypot(d[0] - n.center_rc[0], d[1] - n.center_rc[1]) <= n.diameter_mm / 2 / ph.mm_per_px + margin_px
+
     hits, fp, fp_hot = [False] * len(cold), 0, 0
     for d in dets:
         matched = [i for i, n in enumerate(cold) if within(d, n)]
@@ -102,7 +122,8 @@ def session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def infer(seg: ort.InferenceSession, nod: ort.InferenceSession | None, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def infer(seg: ort.InferenceSession, nod: ort.InferenceSession | None,
+          frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Frame-size lobe labels, input-grid gland mask and input-grid nodule probability."""
     x = preprocess(frame)
     lab = seg.run(None, {seg.get_inputs()[0].name: x})[0][0].argmax(0).astype(np.uint8)
@@ -169,13 +190,15 @@ def select_thresholds(cache: list[tuple], max_fp_per_image: float = 0.5) -> dict
     for p in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
         for a in (1, 2, 3, 4, 6, 8):
             m = nodule_metrics(cache, p, a)
-            k = (m["fp_per_image"] <= max_fp_per_image, m["sensitivity_all"], m["sensitivity_ge10mm"], -m["fp_per_image"])
+            k = (m["fp_per_image"] <= max_fp_per_image, m["sensitivity_all"], m["sensitivity_ge10mm"],
+                 -m["fp_per_image"])
             if key is None or k > key:
                 best, key = {"probability": p, "min_area_px": a}, k
     return best
 
 
-def report_markdown(seg_m: dict, nod_m: dict, froc: list[dict], names: tuple[str, str], trained: tuple[str, str]) -> str:
+def report_markdown(seg_m: dict, nod_m: dict, froc: list[dict], names: tuple[str, str],
+                    trained: tuple[str, str]) -> str:
     """``training/REPORT.md`` text (``trained``: the files' ``training_data`` strings)."""
     lines = [f"# Held-out evaluation of `{names[0]}` and `{names[1]}`", "",
              f"- `{names[0]}`: {trained[0]}", f"- `{names[1]}`: {trained[1]}", "",
@@ -187,7 +210,8 @@ def report_markdown(seg_m: dict, nod_m: dict, froc: list[dict], names: tuple[str
     lines += [f"| {p} | {seg_m['n_per_pattern'][p]} | {d:.3f} |" for p, d in seg_m["dice_per_pattern"].items()]
     lines += [f"| lobe image-left | {seg_m['n_images']} | {seg_m['dice_lobe_image_left']:.3f} |",
               f"| lobe image-right | {seg_m['n_images']} | {seg_m['dice_lobe_image_right']:.3f} |", "",
-              f"## Cold-nodule detection (probability > {nod_m['probability']}, min area {nod_m['min_area_px']} px)", "",
+              f"## Cold-nodule detection (probability > {nod_m['probability']}, "
+              f"min area {nod_m['min_area_px']} px of the 128x128 grid)", "",
               "Hit: detection centroid within the true radius + 2 frame px; each nodule counted once.", "",
               "| size band | n | sensitivity |", "|---|---|---|"]
     for b in BAND_NAMES:
@@ -197,9 +221,11 @@ def report_markdown(seg_m: dict, nod_m: dict, froc: list[dict], names: tuple[str
               f"| all | {sum(nod_m['n_cold_by_size'].values())} | {nod_m['sensitivity_all']:.3f} |", "",
               f"False positives per image: {nod_m['fp_per_image']:.3f}; hot nodules detected as cold: "
               f"{nod_m['hot_detected_as_cold']} of {nod_m['hot_nodules']}.", "",
-              "FROC points (min area as shipped):", "", "| probability | sensitivity >=10 mm | all | FP/image |", "|---|---|---|---|"]
-    lines += [f"| {f['probability']} | {f['sensitivity_ge10mm']:.3f} | {f['sensitivity_all']:.3f} | {f['fp_per_image']:.3f} |" for f in froc]
-    return "\n".join(lines) + "\n"
+              "FROC points (min area as shipped):", "",
+              "| probability | sensitivity >=10 mm | all | FP/image |", "|---|---|---|---|"]
+    lines += [f"| {f['probability']} | {f['sensitivity_ge10mm']:.3f} | {f['sensitivity_all']:.3f} "
+              f"| {f['fp_per_image']:.3f} |" for f in froc]
+    return "\n".join(lines + ["", NOTES])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -211,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from training.export import latest_model  # local import: export imports this module
-    seg_path, nod_path = latest_model(args.models_dir, "thyroid-segmentation"), latest_model(args.models_dir, "cold-nodule-detection")
+    seg_path = latest_model(args.models_dir, "thyroid-segmentation")
+    nod_path = latest_model(args.models_dir, "cold-nodule-detection")
     seg, nod = session(seg_path), session(nod_path)
     seg_meta, nod_meta = seg.get_modelmeta().custom_metadata_map, nod.get_modelmeta().custom_metadata_map
     thr = json.loads(nod_meta["thresholds"])

@@ -31,6 +31,8 @@ TASKS = {
     "nodules": {"task": "cold-nodule-detection", "name": "cold-nodule-unet",
                 "labels": ["cold_nodule"], "output_activation": "sigmoid"},
 }
+# Validation phantoms (default mix) on which the nodule thresholds are chosen, never the held-out set.
+THRESHOLD_SEED0 = VAL_SEED0 + 100_000
 REQUIRED_KEYS = ("task", "name", "version", "input_size", "normalisation", "labels", "output_activation",
                  "thresholds", "training_data", "metrics", "created")
 
@@ -110,9 +112,11 @@ def held_out_figures(kind: str, proto: onnx.ModelProto, models_dir: Path, n_eval
         m = ev.segmentation_metrics(sess, eval_phs)
         return {}, m | {"eval_seeds": f"{EVAL_SEED0}-{EVAL_SEED0 + n_eval - 1}"}
     seg = ev.session(latest_model(models_dir, TASKS["segmentation"]["task"]))
-    thr = ev.select_thresholds(ev.nodule_cache(seg, sess, ev.phantoms(range(VAL_SEED0 + 100_000, VAL_SEED0 + 100_000 + n_val))))
+    val_phs = ev.phantoms(range(THRESHOLD_SEED0, THRESHOLD_SEED0 + n_val))
+    thr = ev.select_thresholds(ev.nodule_cache(seg, sess, val_phs))
     m = ev.nodule_metrics(ev.nodule_cache(seg, sess, eval_phs), thr["probability"], thr["min_area_px"])
-    return thr, m | {"eval_seeds": f"{EVAL_SEED0}-{EVAL_SEED0 + n_eval - 1}", "criterion": "centroid within radius + 2 px"}
+    return thr, m | {"eval_seeds": f"{EVAL_SEED0}-{EVAL_SEED0 + n_eval - 1}",
+                     "criterion": "centroid within radius + 2 px"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     version = args.version or next_version(args.models_dir, name)
     cfg = ck["config"]
     text = (f"synthetic planar thyroid phantoms (training/phantoms.py), seeds {cfg['train_seeds'][0]}-"
-            f"{cfg['train_seeds'][1] - 1}, {ck['epoch']} epochs, {ck.get('total_train_seconds', 0):.0f} s on CPU; "
+            f"{cfg['train_seeds'][1] - 1}, {cfg['steps']} steps of {cfg['batch_size']} (best epoch {ck['epoch']}), "
+            f"{ck.get('total_train_seconds', 0):.0f} s on {cfg.get('device', 'cpu')}; "
             "no patient data")
     proto = to_onnx(model, build_metadata(args.task, version, {}, {}, text))
     probe = np.concatenate([preprocess(generate(VAL_SEED0 + i, matrix=128).image) for i in range(4)])

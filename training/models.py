@@ -34,7 +34,8 @@ class UNet(nn.Module):
         self.down = nn.ModuleList([_block(in_channels, chans[0])] +
                                   [_block(chans[i], chans[i + 1]) for i in range(levels)])
         self.pool = nn.MaxPool2d(2)
-        self.up = nn.ModuleList([nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(levels))])
+        self.up = nn.ModuleList([nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2)
+                                 for i in reversed(range(levels))])
         self.dec = nn.ModuleList([_block(2 * chans[i], chans[i]) for i in reversed(range(levels))])
         self.head = nn.Conv2d(chans[0], out_channels, 1)
 

@@ -57,6 +57,7 @@ class _Lobe:
     width: float
     tilt_deg: float
     taper: float
+    squareness: float = 2.0  # super-ellipse exponent of the outline (2: ellipse; fuller above 2)
 
     def axes(self) -> tuple[np.ndarray, np.ndarray]:
         """Unit vectors (x, y) along the long axis (towards the upper pole) and across it."""
@@ -81,7 +82,7 @@ class _Lobe:
     def thickness(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Normalised projected thickness of the tapered ellipsoid (1 at its centre, 0 outside)."""
         u, v = self.local(x, y)
-        q = (u / (0.5 * self.length)) ** 2 + (v / self.half_width(u)) ** 2
+        q = np.abs(u / (0.5 * self.length)) ** self.squareness + np.abs(v / self.half_width(u)) ** self.squareness
         return np.sqrt(np.clip(1.0 - q, 0.0, None))
 
 
@@ -175,7 +176,8 @@ def generate(seed: int, *, matrix: int = 128, pattern: str | None = None, nodule
     for side, f_lo, f_hi in ((-1, 0.95, 1.12), (1, 0.88, 1.05)):  # patient right (image left) larger
         f = rng.uniform(f_lo, f_hi)
         lobes.append(_Lobe(side, 0.0, rng.uniform(-3, 3), length * f * rng.uniform(0.93, 1.07),
-                           width * f * rng.uniform(0.93, 1.07), rng.uniform(5, 25), rng.uniform(0.0, 0.3)))
+                           width * f * rng.uniform(0.93, 1.07), rng.uniform(5, 25), rng.uniform(0.0, 0.3),
+                           rng.uniform(2.3, 3.2)))
     sides = rng.integers(0, 2, size=len(plan))
     for (_, d), s in zip(plan, sides):  # a big nodule enlarges its lobe
         lobes[s].length = max(lobes[s].length, d + 16)
@@ -184,9 +186,11 @@ def generate(seed: int, *, matrix: int = 128, pattern: str | None = None, nodule
         lb.cx = lb.side * (gap / 2 + lb.width / 2)
 
     # Field of view: the gland fills about two thirds of it.
-    ext_x = max(abs(lb.cx) + 0.5 * lb.width + 0.5 * lb.length * np.sin(np.deg2rad(lb.tilt_deg)) for lb in lobes)
-    ext_y = max(lb.cy + 0.5 * lb.length for lb in lobes) - min(lb.cy - 0.5 * lb.length for lb in lobes)
-    fov = max(2 * ext_x, ext_y) / rng.uniform(0.6, 0.72)
+    g = np.arange(-120.0, 120.0, 1.0)  # lobes on a 1 mm grid give the gland's true extent
+    gx, gy = np.meshgrid(g, g)
+    inside = (lobes[0].thickness(gx, gy) > 0) | (lobes[1].thickness(gx, gy) > 0)
+    ext_x, ext_y = np.ptp(gx[inside]) + 1, np.ptp(gy[inside]) + 1
+    fov = max(ext_x, ext_y) / rng.uniform(0.6, 0.72)
     mm = fov / matrix
     off_x, off_y = rng.uniform(-0.04, 0.04) * fov, rng.uniform(0.0, 0.1) * fov
     coords = (np.arange(matrix) + 0.5 - matrix / 2) * mm
@@ -231,7 +235,8 @@ def generate(seed: int, *, matrix: int = 128, pattern: str | None = None, nodule
         lb, r = lobes[s], d / 2
         for _ in range(30):
             u = rng.uniform(-1, 1) * max(0.5 * lb.length - r - 3, 0)
-            half = float(lb.half_width(u)) * np.sqrt(max(1 - (u / (0.5 * lb.length)) ** 2, 0))
+            n_sq = lb.squareness
+            half = float(lb.half_width(u)) * max(1 - abs(u / (0.5 * lb.length)) ** n_sq, 0) ** (1 / n_sq)
             v = rng.uniform(-1, 1) * max(half - r - 1, 0)
             cx, cy = lb.to_xy(u, v)
             if all(np.hypot(cx - ox, cy - oy) > r + orr + 1 for ox, oy, orr in
@@ -260,7 +265,8 @@ def generate(seed: int, *, matrix: int = 128, pattern: str | None = None, nodule
     act = bg * neck * (1 + rng.uniform(-0.2, 0.2) * y / 60) + 0.003
     top = min(lb.cy - 0.5 * lb.length for lb in lobes)
     for sd in (-1, 1):
-        for cx, cy, ax, ay, lvl in ((rng.uniform(28, 42), rng.uniform(12, 30), rng.uniform(14, 22), rng.uniform(10, 15), 1.0),
+        for cx, cy, ax, ay, lvl in ((rng.uniform(28, 42), rng.uniform(12, 30), rng.uniform(14, 22),
+                                     rng.uniform(10, 15), 1.0),  # submandibular, then parotid (half the time)
                                     (rng.uniform(45, 60), rng.uniform(40, 65), rng.uniform(15, 22), rng.uniform(18, 28),
                                      rng.uniform(0.6, 1.1) * (rng.random() < 0.5))):
             e = 1 - ((x - x_mid - sd * cx) / ax) ** 2 - ((y - top + cy) / ay) ** 2
@@ -268,12 +274,15 @@ def generate(seed: int, *, matrix: int = 128, pattern: str | None = None, nodule
     if rng.random() < 0.6:
         ws, y_end = rng.uniform(3, 6), rng.uniform(y_isth, y_isth + 60)
         strip = np.sqrt(np.clip(1 - ((x - x_mid - rng.uniform(-3, 3)) / (0.5 * ws)) ** 2, 0, None))
-        act += rng.uniform(0.1, 0.8) * sal * strip * (y < y_end) * np.clip(1 + 0.5 * _texture(rng, x.shape, 4 / mm), 0, None)
+        level = rng.uniform(0.1, 0.8) * sal
+        act += level * strip * (y < y_end) * np.clip(1 + 0.5 * _texture(rng, x.shape, 4 / mm), 0, None)
     act += gland
     sigma = rng.uniform(4, 8) / 2.3548 / mm
     expected = gaussian_blur(act, sigma)
     bottom = max(lb.cy + 0.5 * lb.length for lb in lobes)
-    for mx, my in ((x_mid + rng.uniform(-4, 4), top - rng.uniform(30, 60)), (x_mid + rng.uniform(-4, 4), bottom + rng.uniform(8, 25))):
+    markers = ((x_mid + rng.uniform(-4, 4), top - rng.uniform(30, 60)),  # chin
+               (x_mid + rng.uniform(-4, 4), bottom + rng.uniform(8, 25)))  # suprasternal notch
+    for mx, my in markers:
         col, row = (mx + off_x) / mm + matrix / 2 - 0.5, (my + off_y) / mm + matrix / 2 - 0.5
         if rng.random() < 0.7 and 1 <= col < matrix - 1 and 1 <= row < matrix - 1:
             ii, jj = np.indices(x.shape)
@@ -283,7 +292,8 @@ def generate(seed: int, *, matrix: int = 128, pattern: str | None = None, nodule
     total = int(np.exp(rng.uniform(np.log(60e3), np.log(600e3))))
     image = rng.poisson(expected * total / expected.sum()).astype(np.float32)
     lobe_mask = np.where(support, np.where(x < x_mid, 1, 2), 0).astype(np.uint8)
-    to_rc = [NoduleTruth(((t.center_rc[0] + off_y) / mm + matrix / 2 - 0.5, (t.center_rc[1] + off_x) / mm + matrix / 2 - 0.5),
-                         t.diameter_mm, t.kind, t.lobe) for t in truths]
+    to_rc = [NoduleTruth(((t.center_rc[0] + off_y) / mm + matrix / 2 - 0.5,
+                          (t.center_rc[1] + off_x) / mm + matrix / 2 - 0.5), t.diameter_mm, t.kind, t.lobe)
+             for t in truths]
     return Phantom(image, lobe_mask, nodule_mask.astype(np.uint8), tuple(to_rc), pattern, float(mm),
                    float(rng.uniform(0.75, 3.3)), int(image.sum()))

@@ -1,7 +1,8 @@
 """Train a U-Net on synthetic phantoms: ``python -m training.train --task segmentation --config ...``.
 
-Fixed seeds, a wall-clock budget (``max_minutes``) with a cosine learning-rate schedule over it,
-validation each epoch on phantoms from :data:`training.data.VAL_SEED0`, and the best state saved to
+Fixed seeds and a fixed number of optimiser ``steps`` with a cosine learning-rate schedule (so a
+run is reproducible); ``max_minutes`` is only a safety stop, logged as a warning. Validation after
+each epoch on phantoms from :data:`training.data.VAL_SEED0`; the best state is saved to
 ``<out>/best.pt`` (``training/runs/`` is git-ignored).
 """
 from __future__ import annotations
@@ -72,24 +73,22 @@ def train(config: dict) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
     gen = torch.Generator().manual_seed(config["seed"])
     bs, budget = int(config["batch_size"]), 60.0 * float(config["max_minutes"])
-    steps_total = int(config["epochs"]) * (len(x_tr) // bs)
+    steps_total = int(config["steps"])
     out = Path(config["out"])
     out.mkdir(parents=True, exist_ok=True)
     best, step, t0 = -1.0, 0, time.time()
-    for epoch in range(int(config["epochs"])):
+    for epoch in range(10**6):
         perm = torch.randperm(len(x_tr), generator=gen)
         run = []
         for i in range(0, len(perm) - bs + 1, bs):
-            frac = max(step / steps_total, (time.time() - t0) / budget)
-            if frac >= 1:
+            if step >= steps_total or time.time() - t0 >= budget:
                 break
             for g in opt.param_groups:
-                g["lr"] = config["lr"] * 0.5 * (1 + math.cos(math.pi * frac))
+                g["lr"] = config["lr"] * 0.5 * (1 + math.cos(math.pi * step / steps_total))
             idx = perm[i:i + bs]
             xb, yb = augment(torch.from_numpy(x_tr[idx]), torch.from_numpy(y_tr[idx]).long(), task, gen)
             xb, yb = xb.to(dev).contiguous(memory_format=torch.channels_last), yb.to(dev)
-            loss = loss_fn(model(xb), yb, task,
-                           float(config.get("pos_weight", 3.0)))
+            loss = loss_fn(model(xb), yb, task, float(config.get("pos_weight", 3.0)))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -101,9 +100,13 @@ def train(config: dict) -> Path:
               f"val_dice {val['dice']:.4f}", flush=True)
         if val["dice"] > best:
             best = val["dice"]
-            torch.save({"config": config, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "val": val, "epoch": epoch + 1,
+            state = {k: v.cpu() for k, v in model.state_dict().items()}
+            torch.save({"config": config, "state_dict": state, "val": val, "epoch": epoch + 1,
                         "train_seconds": time.time() - t0}, out / "best.pt")
-        if (time.time() - t0) >= budget or step >= steps_total:
+        if step >= steps_total:
+            break
+        if time.time() - t0 >= budget:
+            log.warning("stopped by max_minutes after %d of %d steps: this run is not reproducible", step, steps_total)
             break
     ck = torch.load(out / "best.pt", weights_only=False)
     ck["total_train_seconds"] = time.time() - t0

@@ -64,6 +64,23 @@ def test_cold_nodule_is_photopenic():
     assert inside < rim
 
 
+def test_cold_contrast_follows_measured_ranges_and_grows_with_size():
+    from training.phantoms import cold_contrast
+    assert 0.59 <= cold_contrast(9, 0.0) < cold_contrast(9, 1.0) <= 0.76
+    assert 0.77 <= cold_contrast(12, 0.0) < cold_contrast(12, 1.0) <= 0.90
+    assert cold_contrast(6, 0.5) < cold_contrast(9, 0.5) < cold_contrast(12, 0.5) < cold_contrast(25, 0.5) < 1
+
+
+def test_phantom_acquisition_ranges():
+    for seed in range(8):
+        ph = generate(seed)
+        assert 60_000 * 0.95 <= ph.total_counts <= 600_000 * 1.05
+        rows, cols = np.nonzero(ph.lobe_mask)
+        fill = max(np.ptp(rows), np.ptp(cols)) / ph.image.shape[0]
+        assert 0.45 < fill < 0.85  # the gland fills about two thirds of the field
+        assert 0.4 < ph.mm_per_px < 2.0
+
+
 def test_matrix_256():
     ph = generate(8, matrix=256)
     assert ph.image.shape == ph.lobe_mask.shape == (256, 256)
