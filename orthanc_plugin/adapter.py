@@ -6,6 +6,7 @@ plain calls of ``study.OrthancApi``, Python logging and ``rest.Routes`` tuples.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Callable
@@ -91,6 +92,17 @@ def read_section(name: str) -> object:
     return json.loads(orthanc.GetConfiguration()).get(name)
 
 
+def _user(headers: dict) -> str:
+    """The user name of an HTTP Basic Authorization header ('' when absent)."""
+    value = headers.get("authorization", "")
+    if not value.lower().startswith("basic "):
+        return ""
+    try:
+        return base64.b64decode(value[6:]).decode("utf-8", "replace").split(":", 1)[0]
+    except (ValueError, UnicodeDecodeError):
+        return ""
+
+
 def register_routes(routes: Routes) -> None:
     """Register the /ai/ REST routes with Orthanc."""
 
@@ -108,13 +120,21 @@ def register_routes(routes: Routes) -> None:
                 output.SendMethodNotAllowed(method)
                 return
             try:
-                answer(output, action(*request.get("groups", ())))
+                result = action(*request.get("groups", ()), body=request.get("body") or b"",
+                                user=_user(request.get("headers", {})))
+            except ValueError as error:  # a bad request: say what to fix
+                result = (400, {"error": str(error)})
             except Exception as error:  # an error answers 500, never kills Orthanc's thread
                 logging.getLogger(__name__).exception("REST %s failed", uri)
-                answer(output, (500, {"error": f"{type(error).__name__}: {error}"}))
+                result = (500, {"error": f"{type(error).__name__}: {error}"})
+            answer(output, result)
         return callback
 
-    orthanc.RegisterRestCallback(ROUTES["status"], handler("GET", routes.status))
-    orthanc.RegisterRestCallback(ROUTES["run"], handler("POST", routes.run))
-    orthanc.RegisterRestCallback(ROUTES["explain"], handler("GET", routes.explain))
-    orthanc.RegisterRestCallback(ROUTES["study"], handler("GET", routes.study))
+    for name, (method, uri) in ROUTES.items():
+        orthanc.RegisterRestCallback(uri, handler(method, getattr(routes, name)))
+
+
+def publish_metrics(values: dict[str, float]) -> None:
+    """Set our figures in Orthanc's metrics (GET /tools/metrics-prometheus)."""
+    for name, value in values.items():
+        orthanc.SetMetricsValue(name, float(value), orthanc.MetricsType.DEFAULT)

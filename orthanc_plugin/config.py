@@ -30,6 +30,9 @@ class NodeConfig:
     # reported from the stored PixelSpacing and flagged "uncalibrated".
     calibration_mm_per_pixel: float | None = None
     providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    # Model files (names in the models folder) to run in shadow mode, besides those whose own
+    # metadata says "shadow": "true".
+    shadow_models: tuple[str, ...] = ()
     # Seconds between checks of a forwarding job, and how long one may take before it counts as failed.
     forward_poll_seconds: float = 1.0
     forward_timeout_seconds: float = 300.0
@@ -93,6 +96,10 @@ def _convert(key: str, name: str, value: object, base_dir: Path) -> object:
     if name == "providers":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or not value:
             raise ConfigError(f"{where}: expected a list of onnxruntime provider names, got {value!r}")
+        return tuple(value)
+    if name == "shadow_models":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.endswith(".onnx") for v in value):
+            raise ConfigError(f"{where}: expected a list of .onnx file names, got {value!r}")
         return tuple(value)
     if name == "calibration_mm_per_pixel":
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +43,7 @@ class ModelSpec:
     thresholds: dict = field(hash=False)
     metrics: dict = field(hash=False, default_factory=dict)
     training_data: str = ""
+    shadow: bool = False  # metadata "shadow": "true": run beside the served version, never shown
 
     @property
     def version_key(self) -> tuple[int, int, int]:
@@ -94,7 +95,8 @@ def parse_spec(props: dict[str, str], *, source: str) -> ModelSpec:
                      input_size=(size[0], size[1]), normalisation=normalisation, labels=tuple(labels),
                      output_activation=activation, thresholds=thresholds,
                      metrics=metrics if isinstance(metrics, dict) else {},
-                     training_data=props.get("training_data", ""))
+                     training_data=props.get("training_data", ""),
+                     shadow=props.get("shadow", "").lower() == "true")
 
 
 class LoadedModel:
@@ -154,18 +156,27 @@ class LoadedModel:
 
 
 class ModelRegistry:
-    """Watches a folder of ONNX files and serves the highest valid version per task."""
+    """Watches a folder of ONNX files and serves one valid version per task.
 
-    def __init__(self, directory: str | Path, providers: Sequence[str]) -> None:
+    Served: the pinned file of a task (set by promote/rollback), else its highest version among
+    the files not marked shadow. Shadow files (metadata ``shadow`` = ``true``, or named in
+    ``shadow_files``) are loaded and self-tested, run beside the served version for comparison,
+    and never produce visible results.
+    """
+
+    def __init__(self, directory: str | Path, providers: Sequence[str], *,
+                 shadow_files: Sequence[str] = ()) -> None:
         self.directory = Path(directory)
         available = ort.get_available_providers()
         self.providers = [p for p in providers if p in available] or ["CPUExecutionProvider"]
         logger.info("onnxruntime %s: providers %s (available: %s)", ort.__version__,
                     self.providers, available)
+        self.shadow_files = frozenset(shadow_files)
         self._lock = threading.Lock()
         self._seen: dict[Path, tuple[float, int]] = {}
         self._loaded: dict[Path, LoadedModel] = {}
         self._refused: dict[Path, str] = {}
+        self.pins: dict[str, str] = {}  # task -> file name chosen by promote/rollback
 
     def refresh(self) -> bool:
         """Load new or changed files, forget removed ones. Returns True when anything changed."""
@@ -175,6 +186,7 @@ class ModelRegistry:
             with self._lock:
                 self._loaded.pop(path, None)
                 self._refused.pop(path, None)
+            del self._seen[path]
             logger.info("model file removed: %s", path.name)
             changed = True
         for path, stamp in files.items():
@@ -194,34 +206,92 @@ class ModelRegistry:
             with self._lock:
                 self._loaded[path] = model
                 self._refused.pop(path, None)
-            logger.info("model loaded: %s %s %s (task %s, sha256 %s, provider %s)", path.name,
+            logger.info("model loaded: %s %s %s (task %s, sha256 %s, provider %s%s)", path.name,
                         model.spec.name, model.spec.version, model.spec.task, model.sha256[:12],
-                        model.provider)
+                        model.provider, ", shadow" if self.is_shadow(model) else "")
         return changed
 
-    def snapshot(self) -> dict[str, LoadedModel]:
-        """Return {task: served model}: the highest version per task (ties: newest file name)."""
+    def is_shadow(self, model: LoadedModel) -> bool:
+        """Marked shadow in its metadata or in the configuration (a pin overrides it)."""
+        if self.pins.get(model.spec.task) == model.path.name:
+            return False
+        return model.spec.shadow or model.path.name in self.shadow_files
+
+    def _models(self) -> list[LoadedModel]:
         with self._lock:
-            models = list(self._loaded.values())
-        best: dict[str, LoadedModel] = {}
-        for model in sorted(models, key=lambda m: (m.spec.version_key, m.path.name)):
-            best[model.spec.task] = model
-        return best
+            return sorted(self._loaded.values(), key=lambda m: (m.spec.version_key, m.path.name))
+
+    def snapshot(self, versions: Mapping[str, str] | None = None) -> dict[str, LoadedModel]:
+        """Return {task: served model}; ``versions`` ({task: version}) asks for given versions.
+
+        Raises
+        ------
+        ModelError
+            When a requested version is not loaded.
+        """
+        models = self._models()
+        served: dict[str, LoadedModel] = {}
+        for model in models:
+            if not self.is_shadow(model):
+                served[model.spec.task] = model  # ascending order: the highest version wins
+        for task, name in self.pins.items():
+            pinned = next((m for m in models if m.path.name == name), None)
+            if pinned is not None:
+                served[task] = pinned
+        for task, version in (versions or {}).items():
+            chosen = [m for m in models if m.spec.task == task and m.spec.version == version]
+            if not chosen:
+                raise ModelError(f"no loaded model of task {task!r} has version {version!r}")
+            served[task] = chosen[-1]
+        return served
+
+    def shadows(self) -> dict[str, list[LoadedModel]]:
+        """{task: shadow models} not currently served."""
+        found: dict[str, list[LoadedModel]] = {}
+        for model in self._models():
+            if self.is_shadow(model):
+                found.setdefault(model.spec.task, []).append(model)
+        return found
+
+    def promote(self, file_name: str) -> dict[str, str]:
+        """Serve ``file_name`` for its task from now on; returns {task, previous, served}."""
+        model = next((m for m in self._models() if m.path.name == file_name), None)
+        if model is None:
+            raise ModelError(f"no loaded model file {file_name!r} (see /ai/status)")
+        previous = self.snapshot().get(model.spec.task)
+        self.pins[model.spec.task] = file_name
+        logger.info("promoted %s for task %s (was %s)", file_name, model.spec.task,
+                    previous.path.name if previous else None)
+        return {"task": model.spec.task, "previous": previous.path.name if previous else "",
+                "served": file_name}
+
+    def rollback(self, task: str) -> dict[str, str]:
+        """Serve the highest non-shadow version below the one served now for ``task``."""
+        current = self.snapshot().get(task)
+        if current is None:
+            raise ModelError(f"no model serves task {task!r}")
+        older = [m for m in self._models() if m.spec.task == task and not self.is_shadow(m)
+                 and m.spec.version_key < current.spec.version_key]
+        if not older:
+            raise ModelError(f"task {task!r}: no version older than {current.spec.version} to roll back to")
+        self.pins[task] = older[-1].path.name
+        logger.info("rolled back task %s from %s to %s", task, current.path.name, older[-1].path.name)
+        return {"task": task, "previous": current.path.name, "served": older[-1].path.name}
 
     def status(self) -> dict:
-        """JSON-ready description of served, shadowed-by-newer and refused files."""
+        """JSON-ready description of served, shadow, other and refused files, and the pins."""
         served = {id(m) for m in self.snapshot().values()}
         with self._lock:
-            loaded = list(self._loaded.values())
             refused = dict(self._refused)
         return {
             "directory": str(self.directory),
             "providers": self.providers,
+            "pins": dict(self.pins),
             "models": [
                 {"file": m.path.name, "task": m.spec.task, "name": m.spec.name,
                  "version": m.spec.version, "sha256": m.sha256, "provider": m.provider,
-                 "served": id(m) in served, "metrics": m.spec.metrics}
-                for m in sorted(loaded, key=lambda m: (m.spec.task, m.spec.version_key))
+                 "served": id(m) in served, "shadow": self.is_shadow(m), "metrics": m.spec.metrics}
+                for m in sorted(self._models(), key=lambda m: (m.spec.task, m.spec.version_key))
             ],
             "refused": [{"file": p.name, "reason": r} for p, r in sorted(refused.items())],
         }

@@ -16,6 +16,8 @@ from .errors import ConfigError, InputError, ModelError, PluginError, RulesError
 METADATA_NAME = "AiNodeState"
 METADATA_INDEX = 4601  # declared in orthanc.json "UserMetadata"; plugins use indexes >= 1024
 CHECKPOINT_PROPERTY = 4601  # Orthanc global property holding the last change log sequence done
+PINS_PROPERTY = 4602  # Orthanc global property holding the promoted/rolled-back model per task
+AUDIT_LENGTH = 100  # events kept per study
 
 
 class StudyState(str, Enum):
@@ -87,6 +89,13 @@ def parse_state(text: str | bytes | None) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return state if isinstance(state, dict) and "state" in state else None
+
+
+def audit(state: dict, event: str, **details: object) -> None:
+    """Append an event to the study's audit trail (who or what, when, and the details)."""
+    trail = state.setdefault("audit", [])
+    trail.append({"at": now_iso(), "event": event, **details})
+    del trail[:-AUDIT_LENGTH]
 
 
 def done_keys(state: dict) -> set[str]:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import pydicom
 
-from . import MANUFACTURER, rules
+from . import MANUFACTURER, rules, shadow
 from .findings import Findings
 from .models import LoadedModel
 from .pipelines import PIPELINES
@@ -113,8 +113,13 @@ def pending_items(items: list[WorkItem], state: dict, models: Mapping[str, Loade
 
 
 def run_item(api: OrthancApi, item: WorkItem, models: Mapping[str, LoadedModel], *,
-             calibration_mm_per_pixel: float | None) -> dict:
-    """Interpret one instance, write SC + SEG + SR, store them; return the result record."""
+             calibration_mm_per_pixel: float | None,
+             shadows: Mapping[str, list[LoadedModel]] | None = None) -> dict:
+    """Interpret one instance, write SC + SEG + SR, store them; return the result record.
+
+    Each shadow model of a task the pipeline uses runs on the same image in place of the served
+    one; only its agreement with the served findings is recorded (``result["shadow"]``).
+    """
     started = time.perf_counter()
     watch = Stopwatch()
     key = keys_for(item, models)
@@ -122,8 +127,17 @@ def run_item(api: OrthancApi, item: WorkItem, models: Mapping[str, LoadedModel],
         data = api.get_bytes(f"/instances/{item.instance_id}/file")
         source = pydicom.dcmread(io.BytesIO(data))
     pipeline = PIPELINES[item.rule.pipeline]
-    findings = pipeline.run(source, models, dict(item.rule.options), variant=item.rule.variant,
+    options = dict(item.rule.options)
+    findings = pipeline.run(source, models, options, variant=item.rule.variant,
                             calibration_mm_per_pixel=calibration_mm_per_pixel, stopwatch=watch)
+    compared = []
+    with watch.phase("shadow"):
+        for task in pipeline.tasks:
+            for candidate in (shadows or {}).get(task, []):
+                other = pipeline.run(source, {**models, task: candidate}, options, variant=item.rule.variant,
+                                     calibration_mm_per_pixel=calibration_mm_per_pixel)
+                compared.append({"file": candidate.path.name, "task": task, "version": candidate.spec.version,
+                                 "sha256": candidate.sha256, **shadow.compare(findings, other)})
     outputs: dict[str, dict] = {}
     encoded: dict[str, bytes] = {}
     with watch.phase("write"):
@@ -143,7 +157,7 @@ def run_item(api: OrthancApi, item: WorkItem, models: Mapping[str, LoadedModel],
             "source_sop_instance_uid": item.sop_instance_uid, "rule": item.rule.name,
             "pipeline": item.rule.pipeline, "variant": item.rule.variant,
             "models": [vars(m) for m in findings.models], "outputs": outputs,
-            "findings": summarise(findings), "timings_ms": watch.rounded(),
+            "findings": summarise(findings), "shadow": compared, "timings_ms": watch.rounded(),
             "total_ms": round((time.perf_counter() - started) * 1000.0, 1), "stored": now_iso()}
 
 

@@ -14,14 +14,17 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 
 from . import study as study_work
 from .config import NodeConfig
 from .forwarding import Forwarder
+from .metrics import ProcessingHistogram, node_metrics
 from .models import ModelRegistry
 from .rules import RulesHolder
-from .state import (CHECKPOINT_PROPERTY, METADATA_NAME, PERMANENT, OrthancCallError, StudyState,
-                    fail_stage, new_state, now_iso, parse_state)
+from .shadow import ShadowLedger
+from .state import (CHECKPOINT_PROPERTY, METADATA_NAME, PERMANENT, PINS_PROPERTY, OrthancCallError,
+                    StudyState, audit, fail_stage, new_state, now_iso, parse_state)
 from .study import OrthancApi
 
 logger = logging.getLogger(__name__)
@@ -34,25 +37,28 @@ class Worker:
     """Owns the processing thread; created and started by entry.py."""
 
     def __init__(self, api: OrthancApi, config: NodeConfig, registry: ModelRegistry,
-                 rules_holder: RulesHolder) -> None:
+                 rules_holder: RulesHolder, *,
+                 publish_metrics: Callable[[dict[str, float]], None] | None = None) -> None:
         self.api = api
         self.config = config
         self.registry = registry
         self.rules = rules_holder
         self.forwarder = Forwarder(api, config)
+        self.shadow_ledger = ShadowLedger()
+        self.histogram = ProcessingHistogram()
+        self._publish_metrics = publish_metrics
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pending: dict[str, int] = {}  # study id -> first change sequence not yet covered
         self._not_before: dict[str, float] = {}  # study id -> monotonic time of the next attempt
-        self._reruns: set[str] = set()
+        self._reruns: dict[str, dict] = {}  # study id -> {"versions": {task: version}, "by": who}
         self._own_instances: set[str] = set()  # results we stored, whose changes need no lookup
         self._stable_at: dict[str, float] = {}  # study id -> wall time Orthanc called it stable
         # The checkpoint is read in start(): Orthanc's database is not open while plugins load.
         self._read_up_to = 0
         self._saved_checkpoint = 0
-        self.states: Counter[str] = Counter()
         self._last_state: dict[str, str] = {}
 
     # -- control, callable from any thread -------------------------------------------------
@@ -60,6 +66,7 @@ class Worker:
         """Start the thread (after Orthanc has started: the REST API must be up)."""
         self._read_up_to = int(self.api.get_global(CHECKPOINT_PROPERTY, "0") or 0)
         self._saved_checkpoint = self._read_up_to
+        self.registry.pins.update(json.loads(self.api.get_global(PINS_PROPERTY, "{}") or "{}"))
         self._thread = threading.Thread(target=self._loop, name="ai-node-worker", daemon=True)
         self._thread.start()
         logger.info("worker started at change %d", self._read_up_to)
@@ -83,16 +90,23 @@ class Worker:
             self._stable_at.setdefault(study_id, time.time())
         self._wake.set()
 
-    def request_rerun(self, study_id: str) -> None:
-        """Re-process a study even if it is done or parked as failed."""
+    def request_rerun(self, study_id: str, *, versions: Mapping[str, str] | None = None,
+                      by: str = "rest") -> None:
+        """Re-process a study even if it is done or parked; ``versions``: {task: model version}."""
         with self._lock:
-            self._reruns.add(study_id)
+            self._reruns[study_id] = {"versions": dict(versions or {}), "by": by}
         self._wake.set()
+
+    def choose_model(self, action: str, target: str) -> dict[str, str]:
+        """Promote a model file or roll a task back one version; the choice survives restarts."""
+        outcome = self.registry.promote(target) if action == "promote" else self.registry.rollback(target)
+        self.api.set_global(PINS_PROPERTY, json.dumps(self.registry.pins))
+        return outcome
 
     def status(self) -> dict:
         """Queue depth and counts by state (studies seen since this start)."""
         with self._lock:
-            depth = len(set(self._pending) | self._reruns)
+            depth = len(set(self._pending) | set(self._reruns))
         return {"queue_depth": depth, "checkpoint": self._saved_checkpoint,
                 "states": dict(Counter(self._last_state.values())),
                 "forwarding": self.forwarder.status()}
@@ -113,9 +127,9 @@ class Worker:
         self.rules.reload_if_changed()
         self._read_changes()
         with self._lock:
-            reruns, self._reruns = self._reruns, set()
-        for study_id in sorted(reruns):
-            self._process(study_id, trigger="rerun")
+            reruns, self._reruns = self._reruns, {}
+        for study_id, request in sorted(reruns.items()):
+            self._process(study_id, trigger="rerun", **request)
         for study_id in sorted(self._pending, key=self._pending.get):  # type: ignore[arg-type]
             if self._stop.is_set():
                 break
@@ -125,6 +139,14 @@ class Worker:
                     self._not_before.pop(study_id, None)
         self.forwarder.check(self._record_forward)
         self._save_checkpoint()
+        if self._publish_metrics is not None:
+            self._publish_metrics(self.metrics())
+
+    def metrics(self) -> dict[str, float]:
+        """The figures published through Orthanc's Prometheus endpoint."""
+        served = {task: model.spec.version for task, model in self.registry.snapshot().items()}
+        status = self.status()
+        return node_metrics(status["queue_depth"], status["states"], served, self.histogram)
 
     def _read_changes(self) -> None:
         while True:
@@ -133,8 +155,7 @@ class Worker:
                 study_id = self._study_of(change)
                 if study_id is not None and study_id not in self._pending:
                     self._pending[study_id] = int(change["Seq"])
-                    if change["ChangeType"] == "NewStudy":
-                        self._mark_queued(study_id)
+                    self._mark_queued(study_id)
             self._read_up_to = max(self._read_up_to, int(page["Last"]))  # type: ignore[index]
             if page["Done"]:  # type: ignore[index]
                 return
@@ -143,7 +164,9 @@ class Worker:
         """Show a new study as queued until it is stable and processed."""
         try:
             if self.load_state(study_id) is None:
-                self._save(study_id, new_state())
+                state = new_state()
+                audit(state, "queued", by="change-log")
+                self._save(study_id, state)
         except OrthancCallError as error:  # deleted meanwhile: nothing to show
             logger.info("study=%s: cannot mark queued: %s", study_id, error)
 
@@ -195,22 +218,25 @@ class Worker:
         with self._lock:
             self._last_state[study_id] = state["state"]
 
-    def _process(self, study_id: str, *, trigger: str) -> bool:
+    def _process(self, study_id: str, *, trigger: str, versions: Mapping[str, str] | None = None,
+                 by: str = "change-log") -> bool:
         """Process a study; True when it reached a final state (done, skipped, parked failed)."""
         state = self.load_state(study_id) or new_state()
         with self._lock:
             stable_at = self._stable_at.pop(study_id, None)
         if trigger == "rerun":
             state["attempts"] = 0
+            audit(state, "rerun-requested", by=by, versions=dict(versions or {}))
         elif state["state"] == StudyState.FAILED.value and state["attempts"] >= self.config.max_attempts:
             return True  # parked: only an explicit re-run touches it again
-        models = self.registry.snapshot()  # in-flight work keeps these versions
         try:
+            models = self.registry.snapshot(versions)  # in-flight work keeps these versions
             items, headers = study_work.plan(self.api, study_id, self.rules.current)
             if not items:
                 reason = study_work.skip_reason(self.rules.current, headers)
                 if state["state"] != StudyState.SKIPPED.value or state.get("reason") != reason:
                     state.update(state=StudyState.SKIPPED.value, reason=reason, error=None, stage=None)
+                    audit(state, "skipped", by=by, reason=reason)
                     self._save(study_id, state)
                 return True
             todo = study_work.pending_items(items, state, models)
@@ -218,11 +244,17 @@ class Worker:
                 return True  # our own results arriving, or STABLE_STUDY firing again
             state.update(state=StudyState.RUNNING.value, trigger=trigger, error=None, stage=None,
                          attempts=state["attempts"] + 1, started=now_iso())
+            audit(state, "started", by=by, trigger=trigger, rules=sorted({i.rule.name for i in todo}),
+                  models={task: m.spec.version for task, m in models.items()})
             self._save(study_id, state)
+            shadows = self.registry.shadows()
             for item in todo:
-                result = study_work.run_item(self.api, item, models,
+                result = study_work.run_item(self.api, item, models, shadows=shadows,
                                              calibration_mm_per_pixel=self.config.calibration_mm_per_pixel)
                 self._own_instances.update(o["instance_id"] for o in result["outputs"].values())
+                self.histogram.observe(item.rule.pipeline, result["total_ms"] / 1000.0)
+                for comparison in result["shadow"]:
+                    self.shadow_ledger.add(comparison["file"], comparison["version"], comparison)
                 study_work.supersede(state["results"], result)
                 state["results"].append(result)
                 if item.rule.forward is not None:
@@ -231,6 +263,8 @@ class Worker:
             state.update(state=StudyState.DONE.value, reason=None)
             if stable_at is not None:
                 state["stable_to_stored_ms"] = round((time.time() - stable_at) * 1000.0, 1)
+            audit(state, "done", results=len(todo),
+                  total_ms=round(sum(r["total_ms"] for r in state["results"][-len(todo):]), 1))
             self._save(study_id, state)
             logger.info("study=%s done: %d result(s)", study_id, len(todo))
             return True
@@ -246,6 +280,8 @@ class Worker:
         log("study=%s failed at %s (attempt %d): %s", study_id, stage.value, state["attempts"], error)
         state.update(state=StudyState.FAILED.value if final else StudyState.QUEUED.value,
                      error=f"{type(error).__name__}: {error}", stage=stage.value)
+        audit(state, "failed" if final else "retry", stage=stage.value, error=state["error"],
+              attempt=state["attempts"])
         try:
             self._save(study_id, state)
         except Exception:
@@ -253,6 +289,7 @@ class Worker:
             final = False
         if not final:
             self._not_before[study_id] = time.monotonic() + RETRY_DELAY_SECONDS
+            self._pending.setdefault(study_id, self._read_up_to)  # a failed re-run is retried too
         return final
 
     def _record_forward(self, study_id: str, work_key: str, outcome: dict) -> None:
@@ -262,6 +299,8 @@ class Worker:
         for result in state["results"]:
             if result["work_key"] == work_key:
                 result["forward"] = outcome
+        audit(state, "forward", destination=outcome["destination"], outcome=outcome["state"],
+              attempts=outcome["attempts"], error=outcome["error"])
         self._save(study_id, state)
 
 

@@ -104,3 +104,44 @@ def test_a_model_exported_by_training_is_served_by_the_registry(tmp_path, kind, 
     model = registry.snapshot()[task]
     assert model.spec.version == "0.0.1" and len(model.spec.labels) == channels
     assert model.predict(np.ones((128, 128), np.float32)).shape == (channels, 128, 128)
+
+
+def test_shadow_models_are_loaded_but_never_served(tmp_path):
+    write_model(tmp_path / "live.onnx", version="1.0.0")
+    props = metadata("thyroid-segmentation", "2.0.0", labels=["background", "a", "b"], size=32)
+    props["shadow"] = "true"
+    write_model(tmp_path / "candidate.onnx", props=props)
+    write_model(tmp_path / "configured.onnx", version="3.0.0")
+    registry = ModelRegistry(tmp_path, ["CPUExecutionProvider"], shadow_files=["configured.onnx"])
+    registry.refresh()
+    assert registry.snapshot()["thyroid-segmentation"].spec.version == "1.0.0"
+    assert sorted(m.path.name for m in registry.shadows()["thyroid-segmentation"]) == [
+        "candidate.onnx", "configured.onnx"]
+
+
+def test_promote_then_rollback(tmp_path):
+    for version in ("1.0.0", "1.1.0"):
+        write_model(tmp_path / f"v{version}.onnx", version=version)
+    props = metadata("thyroid-segmentation", "2.0.0", labels=["background", "a", "b"], size=32)
+    props["shadow"] = "true"
+    write_model(tmp_path / "v2.0.0.onnx", props=props)
+    registry = _registry(tmp_path)
+    assert registry.promote("v2.0.0.onnx") == {"task": "thyroid-segmentation",
+                                                "previous": "v1.1.0.onnx", "served": "v2.0.0.onnx"}
+    assert registry.snapshot()["thyroid-segmentation"].spec.version == "2.0.0"
+    assert "thyroid-segmentation" not in registry.shadows()
+    assert registry.rollback("thyroid-segmentation")["served"] == "v1.1.0.onnx"
+    assert registry.rollback("thyroid-segmentation")["served"] == "v1.0.0.onnx"
+    with pytest.raises(ModelError, match="no version older than 1.0.0"):
+        registry.rollback("thyroid-segmentation")
+    with pytest.raises(ModelError, match="no loaded model file 'nope.onnx'"):
+        registry.promote("nope.onnx")
+
+
+def test_a_chosen_version_can_be_asked_for(tmp_path):
+    for version in ("1.0.0", "1.1.0"):
+        write_model(tmp_path / f"v{version}.onnx", version=version)
+    registry = _registry(tmp_path)
+    assert registry.snapshot({"thyroid-segmentation": "1.0.0"})["thyroid-segmentation"].spec.version == "1.0.0"
+    with pytest.raises(ModelError, match="has version '9.9.9'"):
+        registry.snapshot({"thyroid-segmentation": "9.9.9"})
