@@ -45,8 +45,10 @@ def wait_for(check: Callable[[], T], timeout: float, message: str, interval: flo
 class OrthancNode:
     """One Orthanc process with our plugin, its own data folder and loopback ports."""
 
-    def __init__(self, data_dir: Path, *, aet: str = "AI_TEST", overrides: dict | None = None) -> None:
+    def __init__(self, data_dir: Path, *, aet: str = "AI_TEST", overrides: dict | None = None,
+                 ready_path: str = "/ai/status") -> None:
         self.data_dir = Path(data_dir)
+        self.ready_path = ready_path  # "/system" for a node whose AI plugin is disabled
         self.aet = aet
         self.http_port = free_port()
         self.dicom_port = free_port()
@@ -70,7 +72,7 @@ class OrthancNode:
         def ready() -> None:
             assert self.process is not None and self.process.poll() is None, \
                 f"Orthanc exited with {self.process.returncode if self.process else None}; see {self.log_path}"
-            assert self.session.get(f"{self.url}/ai/status", timeout=5).status_code == 200
+            assert self.session.get(f"{self.url}{self.ready_path}", timeout=5).status_code == 200
 
         wait_for(ready, timeout, f"Orthanc on port {self.http_port} with the AI plugin")
         return self
