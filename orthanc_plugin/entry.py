@@ -35,9 +35,10 @@ def _build() -> Worker | None:
     if not config.enabled:
         _log.warning("%s.Enabled is false: the AI node stays idle", SECTION)
         return None
-    registry = ModelRegistry(config.models_directory, config.providers)
+    registry = ModelRegistry(config.models_directory, config.providers, shadow_files=config.shadow_models)
     rules_holder = RulesHolder(config.rules_file, known_pipelines=PIPELINES)
-    return Worker(adapter.OrthancRestApi(), config, registry, rules_holder)
+    return Worker(adapter.OrthancRestApi(), config, registry, rules_holder,
+                  publish_metrics=adapter.publish_metrics)
 
 
 try:
@@ -48,6 +49,11 @@ except Exception:  # a bad configuration turns the node off; Orthanc keeps stori
 
 if _worker is not None:
     adapter.register_routes(Routes(_worker))
+    try:  # the AI panel on Orthanc Explorer's study page; without it the node still works
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "explorer.js"), encoding="utf-8") as _js:
+            orthanc.ExtendOrthancExplorer(_js.read())
+    except Exception:
+        _log.exception("Orthanc Explorer AI panel not installed")
 
 
 def on_change(change_type, level, resource_id):

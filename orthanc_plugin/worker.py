@@ -234,7 +234,8 @@ class Worker:
             items, headers = study_work.plan(self.api, study_id, self.rules.current)
             if not items:
                 reason = study_work.skip_reason(self.rules.current, headers)
-                if state["state"] != StudyState.SKIPPED.value or state.get("reason") != reason:
+                if (trigger == "rerun" or state["state"] != StudyState.SKIPPED.value
+                        or state.get("reason") != reason):
                     state.update(state=StudyState.SKIPPED.value, reason=reason, error=None, stage=None)
                     audit(state, "skipped", by=by, reason=reason)
                     self._save(study_id, state)

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Install what the node needs on a Debian machine, then the Python virtual environment.
 #   scripts/setup.sh          runtime: Debian packages + .venv with requirements.txt
-#   scripts/setup.sh --dev    also requirements-dev.txt (PyTorch CPU, onnx) for tests and training
+#   scripts/setup.sh --dev    also chromium + chromium-driver (browser test of the Explorer panel)
+#                             and requirements-dev.txt (PyTorch CPU, onnx, selenium) for tests and training
 # Idempotent: installs only what is missing; re-installs Python packages when a requirements file changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(orthanc orthanc-python dcmtk dicom3tools python3-venv)
+if [ "${1:-}" = "--dev" ]; then
+  DEBIAN_PACKAGES+=(chromium chromium-driver)  # headless browser for tests/integration/test_explorer.py
+fi
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
