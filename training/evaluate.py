@@ -9,41 +9,32 @@ cold nodule's radius + 2 frame pixels; each true nodule is counted once; a detec
 true cold nodule is a false positive (and a hot-nodule false positive if it hits a hot one).
 Phantoms come from :func:`training.phantoms.generate` with its default pattern mix, seeds from
 :data:`training.data.EVAL_SEED0` (never used in training or validation).
+
+``main`` writes ``training/REPORT.md`` and ``training/report/`` (FROC curve, reliability diagram,
+failure and phantom galleries, ``metrics.json``): Dice per pattern and lobe, right/left count-share
+error (:mod:`training.metrics`), lesion sensitivity by size band, FP/image and FROC, calibration
+(ECE) of the candidates' confidence, the robustness subsets of :mod:`training.robustness` and the
+CPU latency of both files.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import platform
+import time
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from training.data import EVAL_SEED0, INPUT_SIZE, preprocess, resample_labels
+from training.data import EVAL_SEED0, preprocess, resample_labels
+from training.metrics import BAND_NAMES, SIZE_BANDS, candidate_hits, share_error_pp, summarise_errors, within
 from training.phantoms import PATTERNS, Phantom, generate
 
 log = logging.getLogger(__name__)
-NOTES = """## How to read these figures
-
-- Synthetic data only (`training/phantoms.py`, anterior view, no patient data): the figures say the
-  networks learned the phantoms, not that they work on real scintigrams.
-- Segmentation: argmax of the logits resampled to the frame with nearest, Dice against the true gland
-  (lobes + isthmus + pyramidal lobe, isthmus split at the midline). The truth of a thyroiditis or
-  toxic-adenoma case is the whole gland, however faint.
-- Nodules: candidates are 8-connected components of sigmoid > probability inside the predicted gland
-  dilated by 2 px, both on the 128x128 input grid (as in `orthanc_plugin/pipelines/thyroid.py`); a
-  candidate hits a true cold nodule when its centroid is within the nodule radius + 2 frame pixels.
-  Candidates lying on a hot nodule count as false positives and are listed separately.
-- Thresholds were chosen on validation phantoms (default mix, seeds 5100000-5100299): the highest
-  sensitivity over all cold nodules with at most 0.5 false positives per image.
-- Cold-nodule contrast is drawn from the measured pinhole ranges and applied before the 4-8 mm
-  system blur, so nodules under 8 mm are faint; the domain notes say those are usually missed.
-- Toxic adenoma: the rest of the gland is suppressed to 0-20 % of the hot nodule.
-"""
-SIZE_BANDS = ((5.0, 8.0), (8.0, 10.0), (10.0, 20.0), (20.0, 1e9))
-BAND_NAMES = ("5-8mm", "8-10mm", "10-20mm", ">=20mm")
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -100,18 +91,14 @@ def match(dets: list[tuple[float, float, float]], ph: Phantom, margin_px: float 
     """Hit flag per true cold nodule, false positives, and false positives lying on hot nodules."""
     cold = [n for n in ph.nodules if n.kind == "cold"]
     hot = [n for n in ph.nodules if n.kind == "hot"]
-
-    def within(d: tuple[float, float, float], n) -> bool:
-        return np.hypot(d[0] - n.center_rc[0], d[1] - n.center_rc[1]) <= n.diameter_mm / 2 / ph.mm_per_px + margin_px
-
     hits, fp, fp_hot = [False] * len(cold), 0, 0
     for d in dets:
-        matched = [i for i, n in enumerate(cold) if within(d, n)]
+        matched = [i for i, n in enumerate(cold) if within(d, n, ph.mm_per_px, margin_px)]
         for i in matched:
             hits[i] = True
         if not matched:
             fp += 1
-            fp_hot += any(within(d, n) for n in hot)
+            fp_hot += any(within(d, n, ph.mm_per_px, margin_px) for n in hot)
     return hits, fp, fp_hot
 
 
@@ -139,37 +126,65 @@ def phantoms(seeds: range) -> list[Phantom]:
     return [generate(s, matrix=256 if s % 10 == 0 else 128) for s in seeds]
 
 
+def predict(seg: ort.InferenceSession, nod: ort.InferenceSession | None, phs: list[Phantom]) -> list[tuple]:
+    """:func:`infer` for each phantom: (frame labels, input-grid gland, nodule probability or None)."""
+    return [infer(seg, nod, ph.image) for ph in phs]
+
+
+def segmentation_rows(phs: list[Phantom], preds: list[tuple]) -> list[tuple[str, float, float, float, float]]:
+    """Per image: pattern, gland Dice, image-left and image-right lobe Dice, count-share error (pp)."""
+    return [(ph.pattern, dice(pr[0] > 0, ph.lobe_mask > 0), dice(pr[0] == 1, ph.lobe_mask == 1),
+             dice(pr[0] == 2, ph.lobe_mask == 2), share_error_pp(ph.image, ph.lobe_mask, pr[0]))
+            for ph, pr in zip(phs, preds)]
+
+
+def summarise_segmentation(rows: list[tuple[str, float, float, float, float]]) -> dict:
+    """Mean Dice overall, per pattern and per lobe; share error (median, p90) overall and per pattern."""
+    present = [p for p in PATTERNS if any(r[0] == p for r in rows)]
+    return {"dice_mean": float(np.mean([r[1] for r in rows])),
+            "dice_lobe_image_left": float(np.mean([r[2] for r in rows])),
+            "dice_lobe_image_right": float(np.mean([r[3] for r in rows])),
+            "dice_per_pattern": {p: float(np.mean([r[1] for r in rows if r[0] == p])) for p in present},
+            "n_per_pattern": {p: sum(r[0] == p for r in rows) for p in PATTERNS}, "n_images": len(rows),
+            "share_error_pp": summarise_errors([r[4] for r in rows]),
+            "share_error_pp_per_pattern": {p: summarise_errors([r[4] for r in rows if r[0] == p]) for p in present}}
+
+
 def segmentation_metrics(seg: ort.InferenceSession, phs: list[Phantom]) -> dict:
-    """Mean thyroid Dice overall, per pattern and per lobe."""
-    rows = []
-    for ph in phs:
-        pred, _, _ = infer(seg, None, ph.image)
-        rows.append((ph.pattern, dice(pred > 0, ph.lobe_mask > 0), dice(pred == 1, ph.lobe_mask == 1),
-                     dice(pred == 2, ph.lobe_mask == 2)))
-    out = {"dice_mean": float(np.mean([r[1] for r in rows])),
-           "dice_lobe_image_left": float(np.mean([r[2] for r in rows])),
-           "dice_lobe_image_right": float(np.mean([r[3] for r in rows])),
-           "dice_per_pattern": {p: float(np.mean([r[1] for r in rows if r[0] == p])) for p in PATTERNS
-                                if any(r[0] == p for r in rows)},
-           "n_per_pattern": {p: sum(r[0] == p for r in rows) for p in PATTERNS}, "n_images": len(rows)}
-    return out
+    """Mean thyroid Dice overall, per pattern and per lobe, and the right/left share error."""
+    return summarise_segmentation(segmentation_rows(phs, predict(seg, None, phs)))
 
 
-def nodule_cache(seg: ort.InferenceSession, nod: ort.InferenceSession, phs: list[Phantom]) -> list[tuple]:
-    """(phantom, gland, probability) per image, so thresholds can be swept cheaply."""
-    return [(ph, *infer(seg, nod, ph.image)[1:]) for ph in phs]
+def nodule_cache(seg: ort.InferenceSession, nod: ort.InferenceSession, phs: list[Phantom],
+                 preds: list[tuple] | None = None) -> list[tuple]:
+    """(phantom, gland, probability) per image, so thresholds can be swept cheaply.
+
+    ``preds`` (from :func:`predict` with the nodule model) avoids running the networks again.
+    """
+    return [(ph, *pr[1:]) for ph, pr in zip(phs, preds or predict(seg, nod, phs))]
+
+
+def candidates(cache: list[tuple], probability: float, min_area_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Confidence (peak probability) and true-hit flag of every candidate, for calibration."""
+    conf, hit = [], []
+    for ph, gland, prob in cache:
+        dets = detect(prob, gland, probability, min_area_px, ph.image.shape)
+        conf += [d[2] for d in dets]
+        hit += candidate_hits(dets, ph)
+    return np.asarray(conf, float), np.asarray(hit, bool)
 
 
 def nodule_metrics(cache: list[tuple], probability: float, min_area_px: int) -> dict:
     """Lesion-level sensitivity by size band, FP per image, hot nodules detected as cold."""
     per_band = {b: [0, 0] for b in BAND_NAMES}
-    fp = fp_hot = 0
-    n_hot = 0
+    fp = fp_hot = n_hot = img_miss10 = 0
     for ph, gland, prob in cache:
         hits, f, fh = match(detect(prob, gland, probability, min_area_px, ph.image.shape), ph)
         fp, fp_hot = fp + f, fp_hot + fh
         n_hot += sum(n.kind == "hot" for n in ph.nodules)
-        for n, h in zip([n for n in ph.nodules if n.kind == "cold"], hits):
+        cold = [n for n in ph.nodules if n.kind == "cold"]
+        img_miss10 += any(not h and n.diameter_mm >= 10 for n, h in zip(cold, hits))
+        for n, h in zip(cold, hits):
             for name, (lo, hi) in zip(BAND_NAMES, SIZE_BANDS):
                 if lo <= n.diameter_mm < hi:
                     per_band[name][0] += h
@@ -181,7 +196,8 @@ def nodule_metrics(cache: list[tuple], probability: float, min_area_px: int) -> 
             "sensitivity_by_size": {b: (h / n if n else None) for b, (h, n) in per_band.items()},
             "n_cold_by_size": {b: n for b, (_, n) in per_band.items()},
             "fp_per_image": fp / len(cache), "hot_nodules": n_hot, "hot_detected_as_cold": fp_hot,
-            "n_images": len(cache), "probability": probability, "min_area_px": min_area_px}
+            "n_images": len(cache), "images_missing_ge10mm": img_miss10, "probability": probability,
+            "min_area_px": min_area_px}
 
 
 def select_thresholds(cache: list[tuple], max_fp_per_image: float = 0.5) -> dict:
@@ -197,60 +213,74 @@ def select_thresholds(cache: list[tuple], max_fp_per_image: float = 0.5) -> dict
     return best
 
 
-def report_markdown(seg_m: dict, nod_m: dict, froc: list[dict], names: tuple[str, str],
-                    trained: tuple[str, str]) -> str:
-    """``training/REPORT.md`` text (``trained``: the files' ``training_data`` strings)."""
-    lines = [f"# Held-out evaluation of `{names[0]}` and `{names[1]}`", "",
-             f"- `{names[0]}`: {trained[0]}", f"- `{names[1]}`: {trained[1]}", "",
-             f"{seg_m['n_images']} synthetic phantoms, seeds {EVAL_SEED0}-{EVAL_SEED0 + seg_m['n_images'] - 1} "
-             "(never used for training, validation or thresholds), default pattern mix, every tenth "
-             "at 256x256. Written by `python -m training.evaluate`.", "",
-             "## Thyroid segmentation (Dice, frame resolution)", "", "| subset | n | Dice |", "|---|---|---|",
-             f"| all | {seg_m['n_images']} | {seg_m['dice_mean']:.3f} |"]
-    lines += [f"| {p} | {seg_m['n_per_pattern'][p]} | {d:.3f} |" for p, d in seg_m["dice_per_pattern"].items()]
-    lines += [f"| lobe image-left | {seg_m['n_images']} | {seg_m['dice_lobe_image_left']:.3f} |",
-              f"| lobe image-right | {seg_m['n_images']} | {seg_m['dice_lobe_image_right']:.3f} |", "",
-              f"## Cold-nodule detection (probability > {nod_m['probability']}, "
-              f"min area {nod_m['min_area_px']} px of the 128x128 grid)", "",
-              "Hit: detection centroid within the true radius + 2 frame px; each nodule counted once.", "",
-              "| size band | n | sensitivity |", "|---|---|---|"]
-    for b in BAND_NAMES:
-        s = nod_m["sensitivity_by_size"][b]
-        lines.append(f"| {b} | {nod_m['n_cold_by_size'][b]} | {'-' if s is None else f'{s:.3f}'} |")
-    lines += [f"| >=10 mm | {nod_m['n_cold_ge10mm']} | {nod_m['sensitivity_ge10mm']:.3f} |",
-              f"| all | {sum(nod_m['n_cold_by_size'].values())} | {nod_m['sensitivity_all']:.3f} |", "",
-              f"False positives per image: {nod_m['fp_per_image']:.3f}; hot nodules detected as cold: "
-              f"{nod_m['hot_detected_as_cold']} of {nod_m['hot_nodules']}.", "",
-              "FROC points (min area as shipped):", "",
-              "| probability | sensitivity >=10 mm | all | FP/image |", "|---|---|---|---|"]
-    lines += [f"| {f['probability']} | {f['sensitivity_ge10mm']:.3f} | {f['sensitivity_all']:.3f} "
-              f"| {f['fp_per_image']:.3f} |" for f in froc]
-    return "\n".join(lines + ["", NOTES])
+
+
+FROC_PROBABILITIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+
+def _cpu() -> str:
+    """Short description of this machine's CPU for the timing table."""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+    name = names[0] if names else platform.processor() or "unknown CPU"
+    return f"{name}, {os.cpu_count()} logical CPUs visible (shared with other work while measured)"
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI entry point: evaluate the highest-version files in ``--models-dir``."""
+    """CLI entry point: evaluate the highest-version files in ``--models-dir``, write report and figures."""
+    from training import galleries, report_md, report_plots, robustness
+    from training.export import latest_model  # local imports: export imports this module
+    from training.metrics import onnx_latency_ms, reliability
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models-dir", type=Path, default=Path("models"))
     ap.add_argument("--n", type=int, default=500, help="number of held-out phantoms")
+    ap.add_argument("--n-robust", type=int, default=100, help="phantoms per robustness subset")
     ap.add_argument("--report", type=Path, default=Path("training/REPORT.md"))
+    ap.add_argument("--figures", type=Path, default=Path("training/report"), help="folder of the PNGs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from training.export import latest_model  # local import: export imports this module
-    seg_path = latest_model(args.models_dir, "thyroid-segmentation")
-    nod_path = latest_model(args.models_dir, "cold-nodule-detection")
-    seg, nod = session(seg_path), session(nod_path)
-    seg_meta, nod_meta = seg.get_modelmeta().custom_metadata_map, nod.get_modelmeta().custom_metadata_map
-    thr = json.loads(nod_meta["thresholds"])
-    phs = phantoms(range(EVAL_SEED0, EVAL_SEED0 + args.n))
-    seg_m = segmentation_metrics(seg, phs)
-    cache = nodule_cache(seg, nod, phs)
-    nod_m = nodule_metrics(cache, thr["probability"], thr["min_area_px"])
-    froc = [nodule_metrics(cache, p, thr["min_area_px"]) for p in (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)]
-    text = report_markdown(seg_m, nod_m, froc, (seg_path.name, nod_path.name),
-                           (seg_meta["training_data"], nod_meta["training_data"]))
+    t0 = time.time()
+    paths = (latest_model(args.models_dir, "thyroid-segmentation"), latest_model(args.models_dir, "cold-nodule-detection"))
+    seg, nod = session(paths[0]), session(paths[1])
+    metas = [s.get_modelmeta().custom_metadata_map for s in (seg, nod)]
+    thr = json.loads(metas[1]["thresholds"])
+    seeds = range(EVAL_SEED0, EVAL_SEED0 + args.n)
+    phs = phantoms(seeds)
+    preds = predict(seg, nod, phs)
+    rows = segmentation_rows(phs, preds)
+    cache = nodule_cache(seg, nod, phs, preds)
+    conf, hit = candidates(cache, thr["probability"], thr["min_area_px"])
+    bins, ece = reliability(conf, hit)
+    log.info("held-out set done in %.0f s; robustness subsets next", time.time() - t0)
+    res = {"names": [p.name for p in paths], "trained": [m["training_data"] for m in metas],
+           "segmentation": summarise_segmentation(rows),
+           "nodules": nodule_metrics(cache, thr["probability"], thr["min_area_px"]),
+           "froc": [nodule_metrics(cache, p, thr["min_area_px"]) for p in FROC_PROBABILITIES],
+           "calibration": {"bins": bins, "ece": ece, "n": int(conf.size)},
+           "robustness": robustness.evaluate_subsets(seg, nod, thr, args.n_robust, robustness.i123_threshold()),
+           "n_robust": args.n_robust, "gallery_seed0": galleries.GALLERY_SEED0, "cpu": _cpu(),
+           "timing": {p.name: {"1_thread_ms": onnx_latency_ms(p, 1), "default_threads_ms": onnx_latency_ms(p, 0)}
+                      for p in paths}}
+    for name, t in res["timing"].items():
+        print(f"{name}: {t['1_thread_ms']:.1f} ms (1 thread), {t['default_threads_ms']:.1f} ms (default threads)")
+    args.figures.mkdir(parents=True, exist_ok=True)
+    figs = {"froc": report_plots.froc_plot(args.figures / "froc.png", res["froc"], res["nodules"],
+                                           f"FROC of {paths[1].name}, {args.n} held-out phantoms"),
+            "calibration": report_plots.reliability_plot(args.figures / "calibration.png", bins, ece, int(conf.size),
+                                                         f"Reliability of {paths[1].name} candidates"),
+            "failures": report_plots.gallery(args.figures / "failures.png",
+                                             galleries.failure_tiles(phs, seeds, preds, rows, thr), 4, 224,
+                                             "Worst held-out cases", galleries.TRUTH_LEGEND),
+            "phantoms": report_plots.gallery(args.figures / "phantoms.png", galleries.phantom_tiles(), 4, 224,
+                                             "Synthetic phantoms (training/phantoms.py), no overlays")}
+    res["figures"] = {k: os.path.relpath(v, args.report.parent) for k, v in figs.items()}
+    res["elapsed_s"] = time.time() - t0
+    (args.figures / "metrics.json").write_text(json.dumps(res, indent=1, default=float))
+    text = report_md.report_markdown(res)
     args.report.write_text(text)
     print(text)
+    print(f"evaluation written in {res['elapsed_s']:.0f} s: {args.report}, {args.figures}/", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ Cold-nodule contrast ``(parenchyma - nodule) / parenchyma`` is drawn from the me
 ranges (9 mm: 0.59-0.76, 12 mm: 0.77-0.90, growing with size) and applied to the activity *before*
 the system blur, with a sphere-projection profile, so the contrast seen in the image is lower for
 small nodules. For toxic adenoma the rest of the gland is suppressed to 0-20 % of the hot nodule.
+``isotope="i123"`` mimics an I-123 view (see :func:`generate`); the default arguments give the same
+phantom per seed as before the option existed (checked by a checksum test).
 """
 from __future__ import annotations
 
@@ -17,9 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.phantom_lobe import Lobe as _Lobe
+
 PATTERNS = ("normal", "graves", "thyroiditis", "multinodular", "toxic_adenoma")
 PATTERN_WEIGHTS = (0.30, 0.15, 0.15, 0.25, 0.15)
 NODULE_MODES = ("none", "cold", "hot", "mixed")
+ISOTOPES = ("tc99m", "i123")
 # (diameter mm, low, high) of the cold-nodule contrast, linearly interpolated in between.
 _CONTRAST = np.array([[5, 0.35, 0.55], [9, 0.59, 0.76], [12, 0.77, 0.90], [20, 0.85, 0.95], [40, 0.90, 0.97]])
 
@@ -46,44 +51,6 @@ class Phantom:
     mm_per_px: float
     stored_pixel_spacing_mm: float
     total_counts: int
-
-
-@dataclass
-class _Lobe:
-    side: int  # -1 image left, +1 image right
-    cx: float
-    cy: float
-    length: float
-    width: float
-    tilt_deg: float
-    taper: float
-    squareness: float = 2.0  # super-ellipse exponent of the outline (2: ellipse; fuller above 2)
-
-    def axes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Unit vectors (x, y) along the long axis (towards the upper pole) and across it."""
-        t = np.deg2rad(self.tilt_deg)
-        return (np.array([self.side * np.sin(t), -np.cos(t)]), np.array([np.cos(t), self.side * np.sin(t)]))
-
-    def local(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Long-axis and cross-axis coordinates (mm) of points ``(x, y)``."""
-        a, p = self.axes()
-        dx, dy = x - self.cx, y - self.cy
-        return dx * a[0] + dy * a[1], dx * p[0] + dy * p[1]
-
-    def to_xy(self, u: float, v: float) -> tuple[float, float]:
-        """Patient-plane point at local coordinates ``(u, v)``."""
-        a, p = self.axes()
-        return self.cx + u * a[0] + v * p[0], self.cy + u * a[1] + v * p[1]
-
-    def half_width(self, u: np.ndarray | float) -> np.ndarray:
-        """Half-width at long-axis position ``u`` (upper pole narrower by ``taper``)."""
-        return 0.5 * self.width * (1.0 - self.taper * np.clip(np.asarray(u) / (0.5 * self.length), -1, 1))
-
-    def thickness(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Normalised projected thickness of the tapered ellipsoid (1 at its centre, 0 outside)."""
-        u, v = self.local(x, y)
-        q = np.abs(u / (0.5 * self.length)) ** self.squareness + np.abs(v / self.half_width(u)) ** self.squareness
-        return np.sqrt(np.clip(1.0 - q, 0.0, None))
 
 
 def gaussian_blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -143,7 +110,8 @@ def _texture(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) 
     return (f - f.mean()) / (f.std() + 1e-9)
 
 
-def generate(seed: int, *, matrix: int = 128, pattern: str | None = None, nodules: str | None = None) -> Phantom:
+def generate(seed: int, *, matrix: int = 128, pattern: str | None = None, nodules: str | None = None,
+             isotope: str = "tc99m", markers: bool | None = None, salivary_scale: float = 1.0) -> Phantom:
     """Draw one synthetic anterior thyroid scintigram, deterministic per ``seed``.
 
     Parameters
@@ -157,6 +125,15 @@ def generate(seed: int, *, matrix: int = 128, pattern: str | None = None, nodule
     nodules : str or None
         One of :data:`NODULE_MODES`; drawn according to the pattern if None (a toxic adenoma
         always has its hot nodule).
+    isotope : str
+        ``tc99m`` (default) or ``i123``: 60-150 k counts instead of 60-600 k, background x1.5-2.5 and
+        salivary uptake x1-1.6 (scatter, 4-6 h uptake) and a broad 529 keV penetration halo holding
+        5-15 % of the counts. Gland and nodules are the same as the ``tc99m`` draw of the seed.
+    markers : bool or None
+        None: each skin marker (chin, suprasternal notch) is present with probability 0.7 when it
+        falls in the field; True: both, moved into the field if needed; False: none.
+    salivary_scale : float
+        Factor on the salivary-gland (and swallowed-saliva) uptake.
 
     Returns
     -------
@@ -168,6 +145,8 @@ def generate(seed: int, *, matrix: int = 128, pattern: str | None = None, nodule
         pattern = str(rng.choice(PATTERNS, p=PATTERN_WEIGHTS))
     if pattern not in PATTERNS or (nodules is not None and nodules not in NODULE_MODES):
         raise ValueError(f"unknown pattern {pattern!r} or nodules {nodules!r}")
+    if isotope not in ISOTOPES:
+        raise ValueError(f"unknown isotope {isotope!r}; known: {ISOTOPES}")
     plan = _nodule_plan(rng, pattern, nodules)
     scale = {"graves": (1.15, 1.5), "multinodular": (1.1, 1.6)}.get(pattern, (0.9, 1.1))
     scale = rng.uniform(*scale)
@@ -260,6 +239,9 @@ def generate(seed: int, *, matrix: int = 128, pattern: str | None = None, nodule
                                   "image_left" if s == 0 else "image_right"))
 
     # Surroundings: neck soft tissue, salivary glands, swallowed saliva, markers.
+    if isotope == "i123":  # drawn after the gland so the seed's geometry is that of its tc99m draw
+        bg, sal = bg * rng.uniform(1.5, 2.5), sal * rng.uniform(1.0, 1.6)
+    sal *= salivary_scale
     wn = rng.uniform(95, 135)
     neck = np.sqrt(np.clip(1 - ((x - x_mid - rng.uniform(-5, 5)) / (0.5 * wn)) ** 2, 0, None))
     act = bg * neck * (1 + rng.uniform(-0.2, 0.2) * y / 60) + 0.003
@@ -279,17 +261,22 @@ def generate(seed: int, *, matrix: int = 128, pattern: str | None = None, nodule
     act += gland
     sigma = rng.uniform(4, 8) / 2.3548 / mm
     expected = gaussian_blur(act, sigma)
+    if isotope == "i123":
+        expected += rng.uniform(0.05, 0.15) * gaussian_blur(act, 15 / mm)
     bottom = max(lb.cy + 0.5 * lb.length for lb in lobes)
-    markers = ((x_mid + rng.uniform(-4, 4), top - rng.uniform(30, 60)),  # chin
-               (x_mid + rng.uniform(-4, 4), bottom + rng.uniform(8, 25)))  # suprasternal notch
-    for mx, my in markers:
+    marker_xy = ((x_mid + rng.uniform(-4, 4), top - rng.uniform(30, 60)),  # chin
+                 (x_mid + rng.uniform(-4, 4), bottom + rng.uniform(8, 25)))  # suprasternal notch
+    for mx, my in marker_xy:
         col, row = (mx + off_x) / mm + matrix / 2 - 0.5, (my + off_y) / mm + matrix / 2 - 0.5
-        if rng.random() < 0.7 and 1 <= col < matrix - 1 and 1 <= row < matrix - 1:
+        present = rng.random() < 0.7 if markers is None else markers
+        if markers:
+            col, row = float(np.clip(col, 2, matrix - 3)), float(np.clip(row, 2, matrix - 3))
+        if present and 1 <= col < matrix - 1 and 1 <= row < matrix - 1:
             ii, jj = np.indices(x.shape)
             sm = 0.5 * sigma + 0.3  # a skin marker sits close to the pinhole: sharper than the gland
             expected += rng.uniform(3, 10) * expected.max() * np.exp(-((ii - row) ** 2 + (jj - col) ** 2) / (2 * sm**2))
 
-    total = int(np.exp(rng.uniform(np.log(60e3), np.log(600e3))))
+    total = int(np.exp(rng.uniform(np.log(60e3), np.log(150e3 if isotope == "i123" else 600e3))))
     image = rng.poisson(expected * total / expected.sum()).astype(np.float32)
     lobe_mask = np.where(support, np.where(x < x_mid, 1, 2), 0).astype(np.uint8)
     to_rc = [NoduleTruth(((t.center_rc[0] + off_y) / mm + matrix / 2 - 0.5,

@@ -3,7 +3,9 @@
 Fixed seeds and a fixed number of optimiser ``steps`` with a cosine learning-rate schedule (so a
 run is reproducible); ``max_minutes`` is only a safety stop, logged as a warning. Validation after
 each epoch on phantoms from :data:`training.data.VAL_SEED0`; the best state is saved to
-``<out>/best.pt`` (``training/runs/`` is git-ignored).
+``<out>/best.pt`` (``training/runs/`` is git-ignored). A text progress bar (epoch, steps, running
+loss, elapsed time and ETA) goes to stderr: redrawn in place on a terminal, a line per tenth of the
+run otherwise.
 """
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -22,6 +26,68 @@ from training.data import augment, cached_arrays
 from training.models import build_model
 
 log = logging.getLogger(__name__)
+
+
+def _clock(seconds: float) -> str:
+    """``m:ss`` or ``h:mm:ss``; ``--:--`` when unknown."""
+    if not math.isfinite(seconds):
+        return "--:--"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_progress(epoch: int, n_epochs: int, step: int, steps_total: int, loss: float, elapsed_s: float,
+                    width: int = 20) -> str:
+    """One progress line: ``epoch 2/5 [########............] step 360/900 loss 0.4321 elapsed 1:05 ETA 1:38``.
+
+    Parameters
+    ----------
+    epoch, n_epochs : int
+        Current epoch (1-based) and the number the step budget needs.
+    step, steps_total : int
+        Optimiser steps done and planned; the bar shows their ratio.
+    loss : float
+        Running training loss of the epoch.
+    elapsed_s : float
+        Seconds since training started; the ETA assumes the same time per remaining step.
+    width : int
+        Characters inside the brackets.
+    """
+    frac = min(step / steps_total, 1.0) if steps_total > 0 else 1.0
+    filled = int(frac * width + 1e-9)
+    eta = elapsed_s / step * max(steps_total - step, 0) if step else float("nan")
+    return (f"epoch {epoch}/{n_epochs} [{'#' * filled}{'.' * (width - filled)}] step {step}/{steps_total} "
+            f"loss {loss:.4f} elapsed {_clock(elapsed_s)} ETA {_clock(eta)}")
+
+
+class Progress:
+    """Progress bar on ``stream`` (stderr): redrawn in place on a terminal, else a line per 10 % of steps."""
+
+    def __init__(self, steps_total: int, n_epochs: int, stream: TextIO | None = None, every_s: float = 0.5) -> None:
+        self.steps_total, self.n_epochs, self.stream = steps_total, n_epochs, stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every_s, self.t0, self.last, self.next_tenth, self.open = every_s, time.time(), 0.0, 1, False
+        self.width = 0
+
+    def update(self, epoch: int, step: int, loss: float) -> None:
+        """Show the state after ``step`` steps (throttled)."""
+        now = time.time()
+        line = format_progress(epoch, self.n_epochs, step, self.steps_total, loss, now - self.t0)
+        if self.tty and (now - self.last >= self.every_s or step == self.steps_total):
+            self.stream.write("\r" + line.ljust(self.width))
+            self.last, self.open, self.width = now, True, max(self.width, len(line))
+        elif not self.tty and step * 10 >= self.next_tenth * self.steps_total:
+            self.stream.write(line + "\n")
+            self.next_tenth = step * 10 // max(self.steps_total, 1) + 1
+        self.stream.flush()
+
+    def end_line(self) -> None:
+        """Finish the in-place line before other output."""
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
 
 
 def soft_dice_loss(probs: torch.Tensor, onehot: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -77,6 +143,7 @@ def train(config: dict) -> Path:
     out = Path(config["out"])
     out.mkdir(parents=True, exist_ok=True)
     best, step, t0 = -1.0, 0, time.time()
+    progress = Progress(steps_total, math.ceil(steps_total / max(len(x_tr) // bs, 1)))
     for epoch in range(10**6):
         perm = torch.randperm(len(x_tr), generator=gen)
         run = []
@@ -94,7 +161,9 @@ def train(config: dict) -> Path:
             opt.step()
             run.append(float(loss.detach()))
             step += 1
+            progress.update(epoch + 1, step, float(np.mean(run)))
         val = validate(model, x_va, y_va, task)
+        progress.end_line()
         print(f"epoch {epoch + 1:3d} step {step:5d} {time.time() - t0:6.0f}s "
               f"train_loss {np.mean(run) if run else float('nan'):.4f} val_loss {val['loss']:.4f} "
               f"val_dice {val['dice']:.4f}", flush=True)

@@ -170,3 +170,125 @@ def test_export_roundtrip_metadata(tmp_path):
     assert export.next_version(tmp_path, "thyroid-seg-unet") == "0.1.0"
     assert export.next_version(tmp_path, "cold-nodule-unet") == "1.0.0"
     assert export.latest_model(tmp_path, "thyroid-segmentation") == path
+
+
+# --- report extensions: share error, calibration, progress bar, phantom options, figures ---------------
+
+# sha256 (first 16 hex) of generate(seed, matrix=m) recorded with training/phantoms.py as committed in
+# d3bf638, before the isotope/markers/salivary_scale options: default arguments must not change a phantom.
+_PHANTOM_CHECKSUMS = {
+    (128, 1): "ba9512c3b756f9be", (128, 4): "580fd4fb307d1cf2", (128, 7): "fe63b9f5fd1be82b",
+    (128, 8): "6c8527c033c1a725", (128, 12345): "5bf64094c617f3dc",
+    (256, 1): "476d4403095ca20d", (256, 4): "57a11a9c8b79e46d", (256, 7): "03d2c5fd1e414201",
+    (256, 8): "9c584272173128ca", (256, 12345): "97a14218736e6468",
+}
+
+
+def _checksum(ph: Phantom) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for a in (ph.image, ph.lobe_mask, ph.nodule_mask):
+        h.update(np.ascontiguousarray(a).tobytes())
+    truth = [[float(n.center_rc[0]), float(n.center_rc[1]), float(n.diameter_mm), n.kind, n.lobe] for n in ph.nodules]
+    h.update(json.dumps([truth, ph.pattern, float(ph.mm_per_px), float(ph.stored_pixel_spacing_mm),
+                         int(ph.total_counts)]).encode())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("matrix, seed", sorted(_PHANTOM_CHECKSUMS))
+def test_generate_default_unchanged(matrix, seed):
+    # thyroiditis, toxic adenoma, multinodular (hot + cold), Graves, normal
+    assert _checksum(generate(seed, matrix=matrix)) == _PHANTOM_CHECKSUMS[(matrix, seed)]
+
+
+def test_explicit_defaults_are_the_defaults():
+    a = generate(4, isotope="tc99m", markers=None, salivary_scale=1.0)
+    assert _checksum(a) == _PHANTOM_CHECKSUMS[(128, 4)]
+
+
+def test_i123_lowers_counts_keeps_geometry():
+    for seed in range(6):
+        tc, i1 = generate(seed), generate(seed, isotope="i123")
+        assert 60_000 * 0.95 <= i1.total_counts <= 150_000 * 1.05
+        assert np.array_equal(tc.lobe_mask, i1.lobe_mask) and tc.nodules == i1.nodules
+    assert np.mean([generate(s, isotope="i123").total_counts for s in range(6)]) < \
+        np.mean([generate(s).total_counts for s in range(6)])
+    with pytest.raises(ValueError):
+        generate(0, isotope="i131")
+
+
+def test_markers_forced_on_and_off():
+    on, off = generate(3, markers=True), generate(3, markers=False)
+    assert on.image.max() > 3 * off.image.max()  # markers are 3-10x the hottest gland pixel
+
+
+def test_count_share_error_known_values():
+    from training.metrics import SHARE_UNDEFINED_PP, count_share, share_error_pp, summarise_errors
+    img = np.array([[10.0, 10.0, 20.0, 20.0]])
+    truth = np.array([[1, 1, 2, 2]])
+    assert count_share(img, truth) == pytest.approx(100 / 3)
+    assert share_error_pp(img, truth, truth) == 0.0
+    assert share_error_pp(img, truth, np.array([[1, 1, 1, 2]])) == pytest.approx(100 / 3)  # 66.7 % vs 33.3 %
+    assert share_error_pp(img, truth, np.array([[0, 1, 2, 2]])) == pytest.approx(100 / 3 - 20)  # 20 % vs 33.3 %
+    assert share_error_pp(img, truth, np.zeros_like(truth)) == SHARE_UNDEFINED_PP
+    s = summarise_errors([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert s["median"] == 3.0 and s["p90"] == pytest.approx(4 + 0.6 * 96) and s["n"] == 5 and s["n_undefined"] == 1
+    assert summarise_errors([])["median"] is None
+
+
+def test_reliability_and_ece_known_values():
+    from training.metrics import reliability
+    bins, ece = reliability([0.05, 0.15, 0.95, 0.95], [False, True, True, False])
+    assert [(b["lo"], b["n"]) for b in bins] == [(0.0, 1), (0.1, 1), (0.9, 2)]
+    assert bins[2]["confidence"] == pytest.approx(0.95) and bins[2]["fraction_hit"] == 0.5
+    assert ece == pytest.approx((0.05 + 0.85 + 2 * 0.45) / 4)
+    _, ece = reliability([0.25, 0.25, 0.25, 0.25, 1.0], [True, False, False, False, True])
+    assert ece == pytest.approx(0.0)  # 1.0 falls in the last bin
+    assert np.isnan(reliability([], [])[1])
+
+
+def test_candidate_hits_and_bar_misses():
+    from training.metrics import candidate_hits
+    from training.phantoms import NoduleTruth
+    from training.robustness import bar_misses
+    ph = _phantom_with([NoduleTruth((5.0, 5.0), 4.0, "cold", "image_left")])
+    assert candidate_hits([(9.0, 5.0, 0.9), (9.5, 5.0, 0.8)], ph) == [True, False]
+    row = {"dice": 0.95, "dice_thyroiditis": 0.80, "sens_ge10": None, "sens_8_10": 0.8, "fp_per_image": 0.6,
+           "share_median": 1.0}
+    assert bar_misses(row) == ["thyroiditis Dice >= 0.85", "FP/image <= 0.5"]
+
+
+def test_progress_bar_format():
+    import io
+
+    from training.train import Progress, format_progress
+    assert format_progress(2, 5, 450, 900, 0.5, 60.0) == \
+        "epoch 2/5 [##########..........] step 450/900 loss 0.5000 elapsed 1:00 ETA 1:00"
+    assert format_progress(1, 5, 0, 900, 1.0, 0.0).endswith("[....................] step 0/900 loss 1.0000 "
+                                                             "elapsed 0:00 ETA --:--")
+    assert "[####################]" in format_progress(5, 5, 900, 900, 0.1, 3700.0)
+    assert "elapsed 1:01:40 ETA 0:00" in format_progress(5, 5, 900, 900, 0.1, 3700.0)
+    out = io.StringIO()  # not a terminal: one line per tenth of the run
+    bar = Progress(100, 4, stream=out)
+    for step in range(1, 101):
+        bar.update(1 + (step - 1) // 25, step, 0.5)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("epoch 4/4 [####################] step 100/100")
+
+
+def test_report_figures_are_small_pngs(tmp_path):
+    from PIL import Image
+
+    from training.report_plots import Tile, froc_plot, gallery, reliability_plot
+    pts = [{"fp_per_image": f, "sensitivity_ge10mm": s, "sensitivity_all": s - 0.1, "probability": p,
+            "sensitivity_by_size": {"8-10mm": None}} for f, s, p in ((0.4, 0.99, 0.1), (0.1, 0.95, 0.5))]
+    paths = [froc_plot(tmp_path / "f.png", pts, pts[0], "t"),
+             reliability_plot(tmp_path / "c.png", [{"lo": 0.9, "hi": 1.0, "n": 3, "confidence": 0.95,
+                                                    "fraction_hit": 1.0}], 0.05, 3, "t")]
+    ph = generate(2)
+    paths.append(gallery(tmp_path / "g.png", [Tile(ph.image, ["a", "b"], {"truth": ph.lobe_mask > 0})] * 3, 2, 96,
+                         "t", [("true gland", "truth")]))
+    for p in paths:
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.width > 100
+        assert p.stat().st_size < 300_000
