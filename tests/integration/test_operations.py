@@ -18,9 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SEG = "thyroid-segmentation"
 
 
+def _version(path: Path) -> tuple[int, ...]:
+    return tuple(int(v) for v in next(p.value for p in onnx.load(path).metadata_props if p.key == "version").split("."))
+
+
 def _shadow_copy(models: Path) -> str:
     """Drop the shipped segmentation model again as version 2.0.0 marked shadow in its metadata."""
-    source = next(p for p in models.glob("thyroid-seg-*.onnx"))
+    source = max(models.glob("thyroid-seg-*.onnx"), key=_version)  # the file served now
     model = onnx.load(source)
     for prop in model.metadata_props:
         if prop.key == "version":
@@ -50,7 +54,9 @@ def test_shadow_promote_rollback_audit_and_metrics(tmp_path):
         assert len(node.json(f"/studies/{study_id}/series")) == 4
         shadow = node.json("/ai/shadow")
         assert shadow["comparisons"][0]["studies"] == 1
-        assert {m["version"] for m in node.json("/ai/status")["models"]["models"] if m["served"]} == {"1.0.0"}
+        served = [m for m in node.json("/ai/status")["models"]["models"] if m["served"]]
+        assert {m["task"] for m in served} == {SEG, "cold-nodule-detection"}
+        assert all(m["version"] != "2.0.0" for m in served)
 
         # Promote, re-run: a new result series on 2.0.0, the older one marked superseded.
         promoted = node.post("/ai/models/promote", '{"file": "%s"}' % candidate)
