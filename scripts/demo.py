@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://{args.host}:{args.http_port}"
     http = requests.Session()
     http.auth = (args.user, args.password)
+    http.headers["Connection"] = "close"  # Orthanc drops idle keep-alive connections after 1 s
     try:
         http.get(f"{url}/ai/status", timeout=5).raise_for_status()
     except requests.RequestException as error:
@@ -70,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{name}: {state['state']} {state.get('error') or ''}")
         for result in state.get("results", []):
             findings = result["findings"]
+            flag = "" if findings["calibrated"] else " (uncalibrated: stored pixel spacing)"
             for key, m in findings["measurements"].items():
-                print(f"  {key}: {m['value']} {m['unit']}")
+                print(f"  {key}: {m['value']} {m['unit']}{flag if m['unit'] in ('mm', 'mm2') else ''}")
             for nodule in findings["nodules"]:
                 print(f"  nodule {nodule['number']}: {nodule['lobe']} lobe, {nodule['pole']} pole, "
                       f"{nodule['diameter_mm'] or nodule['diameter_px']} {'mm' if nodule['diameter_mm'] else 'px'}, "

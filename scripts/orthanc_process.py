@@ -59,6 +59,8 @@ class OrthancNode:
         self.process: subprocess.Popen | None = None
         self.session = requests.Session()
         self.session.auth = (USER, PASSWORD)
+        # Orthanc closes idle keep-alive connections after 1 s; a reused one can die mid-request.
+        self.session.headers["Connection"] = "close"
         self.url = f"http://127.0.0.1:{self.http_port}"
 
     # -- life cycle ---------------------------------------------------------------------------
