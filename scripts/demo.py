@@ -19,6 +19,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts.orthanc_process import http_session  # noqa: E402
 from training import phantoms, synthetic_nm  # noqa: E402
 
 CASES = [  # (name, phantom pattern, radionuclide, what to expect)
@@ -39,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default=env.get("AI_NODE_PASSWORD", "orthanc"))
     args = parser.parse_args(argv)
     url = f"http://{args.host}:{args.http_port}"
-    http = requests.Session()
-    http.auth = (args.user, args.password)
-    http.headers["Connection"] = "close"  # Orthanc drops idle keep-alive connections after 1 s
+    http = http_session(args.user, args.password)
     try:
         http.get(f"{url}/ai/status", timeout=5).raise_for_status()
     except requests.RequestException as error:

@@ -16,11 +16,28 @@ from pathlib import Path
 from typing import TypeVar
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from scripts.node import ORTHANC, node_config, write_config
 
 T = TypeVar("T")
 USER, PASSWORD = "orthanc", "orthanc"
+
+
+def http_session(user: str, password: str) -> requests.Session:
+    """A session for Orthanc's REST API that retries a request whose kept-alive connection died.
+
+    Orthanc closes idle keep-alive connections after 1 s, so a reused one can be gone when the
+    request is sent. Every call the tests and tools make is idempotent, POSTs included (storing
+    the same instance, queueing a re-run, promoting a file), so retrying is safe. (Sending
+    "Connection: close" instead made Orthanc 1.10's HTTP server stop answering after a restart.)
+    """
+    session = requests.Session()
+    session.auth = (user, password)
+    retry = Retry(total=3, connect=3, read=3, status=0, allowed_methods=None, backoff_factor=0.1)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    return session
 
 
 def free_port() -> int:
@@ -57,10 +74,7 @@ class OrthancNode:
         self.config_path = write_config(self.data_dir, self.config)
         self.log_path = self.data_dir / "orthanc.log"
         self.process: subprocess.Popen | None = None
-        self.session = requests.Session()
-        self.session.auth = (USER, PASSWORD)
-        # Orthanc closes idle keep-alive connections after 1 s; a reused one can die mid-request.
-        self.session.headers["Connection"] = "close"
+        self.session = http_session(USER, PASSWORD)
         self.url = f"http://127.0.0.1:{self.http_port}"
 
     # -- life cycle ---------------------------------------------------------------------------

@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-import onnx
 import pytest
 
 from scripts.orthanc_process import OrthancNode, wait_for
 
 from .conftest import FAST, _keep_log
+from .model_files import copy_shipped, drop_version, served_file
 from .studies import thyroid_nm
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _bump(source: Path, target: Path, version: str) -> None:
-    """Copy a shipped model under a new version (same weights): what an ML engineer drops in."""
-    model = onnx.load(source)
-    for prop in model.metadata_props:
-        if prop.key == "version":
-            prop.value = version
-    onnx.save(model, target)
-
-
-def _task(path: Path) -> str | None:
-    return next((p.value for p in onnx.load(path).metadata_props if p.key == "task"), None)
 
 
 def test_new_version_goes_live_and_supersedes_older_results(tmp_path):
-    models = tmp_path / "models"
-    shutil.copytree(ROOT / "models", models)
+    models = copy_shipped(tmp_path / "models")
     node = OrthancNode(tmp_path / "node", overrides={**FAST, "AiNode": {**FAST["AiNode"],
                                                                           "ModelsDirectory": str(models)}}).start()
     try:
@@ -42,9 +24,9 @@ def test_new_version_goes_live_and_supersedes_older_results(tmp_path):
         assert node.storescu([path]).returncode == 0
         study_id = node.study_id(uid)
         first = node.wait_state(study_id, ["done"])
-        segmentation = next(p for p in models.glob("*.onnx") if _task(p) == "thyroid-segmentation")
+        segmentation = served_file(models, "thyroid-segmentation")
         (models / "broken-9.9.9.onnx").write_bytes(b"garbage")
-        _bump(segmentation, models / "thyroid-seg-next.onnx", "7.0.0")
+        drop_version(segmentation, models / "thyroid-seg-next.onnx", "7.0.0")
 
         def served() -> dict:
             status = node.json("/ai/status")["models"]

@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
-import onnx
 import pytest
 
 from scripts.orthanc_process import OrthancNode, wait_for
 
 from .conftest import FAST, _keep_log
+from .model_files import copy_shipped, drop_version, served_file
 from .studies import thyroid_nm
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 SEG = "thyroid-segmentation"
 
 
-def _version(path: Path) -> tuple[int, ...]:
-    return tuple(int(v) for v in next(p.value for p in onnx.load(path).metadata_props if p.key == "version").split("."))
-
-
-def _shadow_copy(models: Path) -> str:
-    """Drop the shipped segmentation model again as version 2.0.0 marked shadow in its metadata."""
-    source = max(models.glob("thyroid-seg-*.onnx"), key=_version)  # the file served now
-    model = onnx.load(source)
-    for prop in model.metadata_props:
-        if prop.key == "version":
-            prop.value = "2.0.0"
-    model.metadata_props.add(key="shadow", value="true")
-    onnx.save(model, models / "thyroid-seg-candidate.onnx")
-    return "thyroid-seg-candidate.onnx"
-
-
 def test_shadow_promote_rollback_audit_and_metrics(tmp_path):
-    models = tmp_path / "models"
-    shutil.copytree(ROOT / "models", models)
-    candidate = _shadow_copy(models)
+    models = copy_shipped(tmp_path / "models")
+    # The served segmentation model dropped again as 2.0.0, marked shadow in its metadata.
+    candidate = drop_version(served_file(models, SEG), models / "thyroid-seg-candidate.onnx", "2.0.0",
+                             shadow=True)
     overrides = {**FAST, "AiNode": {**FAST["AiNode"], "ModelsDirectory": str(models)}}
     node = OrthancNode(tmp_path / "node", overrides=overrides).start()
     try:
