@@ -1,7 +1,10 @@
 """Pre/post-processing shared with the plugin's contract, and phantom datasets for training.
 
-Seeds: training ``0 ..``, validation (model selection, thresholds) from :data:`VAL_SEED0`,
-held-out evaluation from :data:`EVAL_SEED0`; the ranges never overlap.
+Seeds: training ``0 ..`` (1.0.0: 0-3999; 1.1.0 fine-tuning: 20000-23999), validation (model
+selection, thresholds; the I-123 rule threshold from ``VAL_SEED0 + 200000``) from :data:`VAL_SEED0`,
+held-out evaluation from :data:`EVAL_SEED0`; the ranges never overlap. :data:`NORMALISATION` is the
+1.0.0 default; a config's ``normalisation`` (1.1.0: 99th percentile) overrides it and is declared
+in the exported file.
 """
 from __future__ import annotations
 
@@ -58,48 +61,78 @@ def labels_to_input_grid(lbl: np.ndarray, size: tuple[int, int] = INPUT_SIZE) ->
     return votes.argmax(axis=0).astype(lbl.dtype)
 
 
-def preprocess(frame: np.ndarray) -> np.ndarray:
-    """Network input ``float32[1, 1, 128, 128]`` from a counts frame, as the plugin does it."""
-    x = normalise(resample_image(frame, INPUT_SIZE), NORMALISATION["percentile"], NORMALISATION["clip"])
+def preprocess(frame: np.ndarray, normalisation: dict | None = None) -> np.ndarray:
+    """Network input ``float32[1, 1, 128, 128]`` from a counts frame, as the plugin does it.
+
+    ``normalisation`` is the model's declared ``{"method": "percentile", "percentile": p, "clip": c}``
+    (default :data:`NORMALISATION`, that of the 1.0.0 files).
+    """
+    norm = normalisation or NORMALISATION
+    x = normalise(resample_image(frame, INPUT_SIZE), float(norm["percentile"]), float(norm.get("clip", 2.0)))
     return x[None, None]
 
 
-def sample_spec(seed: int, task: str) -> tuple[int, str | None, str | None]:
-    """Matrix, pattern and nodule mode of a training/validation phantom (its own random stream).
+def sample_spec(seed: int, task: str, mix: dict | None = None) -> tuple[int, str | None, str | None, dict]:
+    """Matrix, pattern, nodule mode and extra :func:`generate` options of a training/validation phantom.
 
     Segmentation over-samples the hard patterns; the nodule task over-samples cold nodules and
-    keeps hot nodules and nodule-free glands as negatives.
+    keeps hot nodules and nodule-free glands as negatives. Without ``mix`` every phantom is a
+    Tc-99m one with the default markers and salivary uptake, 20 % at 256x256 (the 1.0.0 data).
+    With ``mix`` (keys ``p_matrix256``, ``p_i123``, ``p_markers``, ``p_salivary``, ``salivary_scale``
+    ``[low, high]``) the acquisition conditions are drawn from a second random stream of the seed:
+    I-123 views, both skin markers forced into the field, salivary uptake scaled up, 256x256 frames.
     """
     rng = np.random.default_rng([seed, 7])
-    matrix = 256 if rng.random() < 0.2 else 128
+    matrix = 256 if rng.random() < (0.2 if mix is None else float(mix["p_matrix256"])) else 128
+    extra: dict = {}
+    if mix is not None:
+        crng = np.random.default_rng([seed, 11])
+        if crng.random() < float(mix["p_i123"]):
+            extra["isotope"] = "i123"
+        if crng.random() < float(mix["p_markers"]):
+            extra["markers"] = True
+        if crng.random() < float(mix["p_salivary"]):
+            extra["salivary_scale"] = float(crng.uniform(*mix["salivary_scale"]))
     if task == "segmentation":
-        return matrix, str(rng.choice(PATTERNS, p=(0.25, 0.15, 0.25, 0.2, 0.15))), None
+        return matrix, str(rng.choice(PATTERNS, p=(0.25, 0.15, 0.25, 0.2, 0.15))), None, extra
     pattern = str(rng.choice(PATTERNS, p=(0.3, 0.15, 0.1, 0.3, 0.15)))
     mode = None if pattern in ("multinodular", "toxic_adenoma") else str(
         rng.choice(["cold", "mixed", "none", "hot"], p=(0.55, 0.15, 0.2, 0.1)))
-    return matrix, pattern, mode
+    return matrix, pattern, mode, extra
 
 
-def make_arrays(seeds: range, task: str) -> tuple[np.ndarray, np.ndarray]:
+def make_arrays(seeds: range, task: str, mix: dict | None = None,
+                normalisation: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Inputs ``[N, 1, 128, 128]`` and targets ``[N, 128, 128]`` (lobe labels or cold-nodule mask)."""
     xs = np.empty((len(seeds), 1, *INPUT_SIZE), np.float32)
     ys = np.empty((len(seeds), *INPUT_SIZE), np.uint8)
     for i, s in enumerate(seeds):
-        matrix, pattern, mode = sample_spec(s, task)
-        ph = generate(s, matrix=matrix, pattern=pattern, nodules=mode)
-        xs[i] = preprocess(ph.image)[0]
+        matrix, pattern, mode, extra = sample_spec(s, task, mix)
+        ph = generate(s, matrix=matrix, pattern=pattern, nodules=mode, **extra)
+        xs[i] = preprocess(ph.image, normalisation)[0]
         ys[i] = labels_to_input_grid(ph.lobe_mask if task == "segmentation" else ph.nodule_mask)
     return xs, ys
 
 
-def cached_arrays(seeds: range, task: str, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def data_tag(mix: dict | None, normalisation: dict | None) -> str:
+    """Cache-name suffix of a non-default mix / normalisation ('' for the 1.0.0 data)."""
+    parts = []
+    if mix is not None:
+        parts.append("mix" + "-".join(f"{k}{v}" for k, v in sorted(mix.items())).replace(" ", ""))
+    if normalisation is not None and normalisation != NORMALISATION:
+        parts.append(f"p{normalisation['percentile']}c{normalisation.get('clip', 2.0)}")
+    return ("_" + "_".join(parts)).replace("[", "").replace("]", "").replace(",", "-") if parts else ""
+
+
+def cached_arrays(seeds: range, task: str, cache_dir: Path, mix: dict | None = None,
+                  normalisation: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`make_arrays` cached as ``.npz`` under ``cache_dir`` (git-ignored ``training/runs``)."""
-    path = cache_dir / f"{task}_{seeds.start}_{seeds.stop}.npz"
+    path = cache_dir / f"{task}_{seeds.start}_{seeds.stop}{data_tag(mix, normalisation)}.npz"
     if path.exists():
         d = np.load(path)
         return d["x"], d["y"]
     log.info("generating %d phantoms for %s -> %s", len(seeds), task, path)
-    x, y = make_arrays(seeds, task)
+    x, y = make_arrays(seeds, task, mix, normalisation)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, x=x, y=y)
     return x, y

@@ -109,14 +109,24 @@ def session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def declared_normalisation(sess: ort.InferenceSession) -> dict | None:
+    """The ``normalisation`` a session's file declares (None: the 1.0.0 default), as the plugin applies it."""
+    text = sess.get_modelmeta().custom_metadata_map.get("normalisation")
+    return json.loads(text) if text else None
+
+
 def infer(seg: ort.InferenceSession, nod: ort.InferenceSession | None,
           frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Frame-size lobe labels, input-grid gland mask and input-grid nodule probability."""
-    x = preprocess(frame)
+    """Frame-size lobe labels, input-grid gland mask and input-grid nodule probability.
+
+    Each model gets the frame normalised as its own file declares (``normalisation`` key).
+    """
+    x = preprocess(frame, declared_normalisation(seg))
     lab = seg.run(None, {seg.get_inputs()[0].name: x})[0][0].argmax(0).astype(np.uint8)
     prob = None
     if nod is not None:
-        logits = nod.run(None, {nod.get_inputs()[0].name: x})[0][0, 0]
+        xn = preprocess(frame, declared_normalisation(nod))
+        logits = nod.run(None, {nod.get_inputs()[0].name: xn})[0][0, 0]
         prob = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     return resample_labels(lab, frame.shape), lab > 0, prob
 
@@ -238,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-robust", type=int, default=100, help="phantoms per robustness subset")
     ap.add_argument("--report", type=Path, default=Path("training/REPORT.md"))
     ap.add_argument("--figures", type=Path, default=Path("training/report"), help="folder of the PNGs")
+    ap.add_argument("--previous", type=Path, help="metrics.json of earlier files, for a comparison table")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.time()
@@ -274,6 +285,11 @@ def main(argv: list[str] | None = None) -> None:
                                              "Worst held-out cases", galleries.TRUTH_LEGEND),
             "phantoms": report_plots.gallery(args.figures / "phantoms.png", galleries.phantom_tiles(), 4, 224,
                                              "Synthetic phantoms (training/phantoms.py), no overlays")}
+    sel = args.figures / "i123_threshold.json"
+    if sel.exists():
+        res["i123_threshold"] = json.loads(sel.read_text())
+    if args.previous and args.previous.exists():
+        res["previous"] = json.loads(args.previous.read_text())
     res["figures"] = {k: os.path.relpath(v, args.report.parent) for k, v in figs.items()}
     res["elapsed_s"] = time.time() - t0
     (args.figures / "metrics.json").write_text(json.dumps(res, indent=1, default=float))

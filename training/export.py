@@ -37,11 +37,12 @@ REQUIRED_KEYS = ("task", "name", "version", "input_size", "normalisation", "labe
                  "thresholds", "training_data", "metrics", "created")
 
 
-def build_metadata(kind: str, version: str, thresholds: dict, metrics: dict, training_data: str) -> dict[str, str]:
-    """All contract keys as strings (structured values JSON-encoded)."""
+def build_metadata(kind: str, version: str, thresholds: dict, metrics: dict, training_data: str,
+                   normalisation: dict | None = None) -> dict[str, str]:
+    """All contract keys as strings (structured values JSON-encoded); ``normalisation`` default :data:`NORMALISATION`."""
     spec = TASKS[kind]
     return {"task": spec["task"], "name": spec["name"], "version": version, "input_size": json.dumps(list(INPUT_SIZE)),
-            "normalisation": json.dumps(NORMALISATION), "labels": json.dumps(spec["labels"]),
+            "normalisation": json.dumps(normalisation or NORMALISATION), "labels": json.dumps(spec["labels"]),
             "output_activation": spec["output_activation"], "thresholds": json.dumps(thresholds),
             "training_data": training_data, "metrics": json.dumps(metrics),
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -79,6 +80,29 @@ def check_roundtrip(model: torch.nn.Module, proto: onnx.ModelProto, inputs: np.n
     if worst > atol:
         raise RuntimeError(f"onnxruntime differs from torch by {worst:.2e} > {atol}")
     return worst
+
+
+def training_data_text(ck: dict) -> str:
+    """``training_data`` summary of a checkpoint (and of the run it was fine-tuned from, if any)."""
+    cfg = ck["config"]
+    norm = cfg.get("normalisation") or NORMALISATION
+    text = (f"synthetic planar thyroid phantoms (training/phantoms.py), seeds {cfg['train_seeds'][0]}-"
+            f"{cfg['train_seeds'][1] - 1}, {cfg['steps']} steps of {cfg['batch_size']} (best epoch {ck['epoch']}), "
+            f"{ck.get('total_train_seconds', 0):.0f} s on {cfg.get('device', 'cpu')}")
+    mix = cfg.get("mix")
+    if mix:
+        lo, hi = mix["salivary_scale"]
+        text += (f"; conditions drawn per phantom: I-123 {mix['p_i123']:.0%}, both skin markers forced on "
+                 f"{mix['p_markers']:.0%}, salivary uptake x{lo}-{hi} {mix['p_salivary']:.0%}, 256x256 frames "
+                 f"{mix['p_matrix256']:.0%} (otherwise Tc-99m, default markers and salivary uptake, 128x128)")
+    text += f"; input normalised by the {norm['percentile']}th percentile, clip {norm.get('clip', 2.0)}"
+    if cfg.get("init"):
+        try:
+            base = torch.load(cfg["init"], weights_only=False)
+            text += "; fine-tuned from: " + training_data_text(base).removesuffix("; no patient data")
+        except OSError:
+            text += f"; fine-tuned from {cfg['init']}"
+    return text + "; no patient data"
 
 
 def next_version(models_dir: Path, name: str) -> str:
@@ -127,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models-dir", type=Path, default=Path("models"))
     ap.add_argument("--version", help="semantic version; default: next free one")
     ap.add_argument("--n-eval", type=int, default=500, help="held-out phantoms for the metrics key")
-    ap.add_argument("--n-val", type=int, default=300, help="validation phantoms for the nodule thresholds")
+    ap.add_argument("--n-val", type=int, default=1000, help="validation phantoms for the nodule thresholds")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ck = torch.load(args.checkpoint or Path(f"training/runs/{args.task}/best.pt"), weights_only=False)
@@ -137,12 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     name = TASKS[args.task]["name"]
     version = args.version or next_version(args.models_dir, name)
     cfg = ck["config"]
-    text = (f"synthetic planar thyroid phantoms (training/phantoms.py), seeds {cfg['train_seeds'][0]}-"
-            f"{cfg['train_seeds'][1] - 1}, {cfg['steps']} steps of {cfg['batch_size']} (best epoch {ck['epoch']}), "
-            f"{ck.get('total_train_seconds', 0):.0f} s on {cfg.get('device', 'cpu')}; "
-            "no patient data")
-    proto = to_onnx(model, build_metadata(args.task, version, {}, {}, text))
-    probe = np.concatenate([preprocess(generate(VAL_SEED0 + i, matrix=128).image) for i in range(4)])
+    norm = cfg.get("normalisation") or NORMALISATION
+    proto = to_onnx(model, build_metadata(args.task, version, {}, {}, training_data_text(ck), norm))
+    probe = np.concatenate([preprocess(generate(VAL_SEED0 + i, matrix=128).image, norm) for i in range(4)])
     worst = check_roundtrip(model, proto, probe)
     print(f"onnxruntime vs torch max |diff| {worst:.2e}", flush=True)
     thr, metrics = held_out_figures(args.task, proto, args.models_dir, args.n_eval, args.n_val)

@@ -9,6 +9,8 @@ NOTES = """## How to read these figures
 
 - Synthetic data only (`training/phantoms.py`, anterior view, no patient data): the figures say the
   networks learned the phantoms, not that they work on real scintigrams.
+- Each network gets the frame resampled to 128x128 and normalised as its file declares (the
+  `normalisation` key: divide by that percentile of the frame, clip), exactly as the plugin does.
 - Segmentation: argmax of the logits resampled to the frame with nearest, Dice against the true gland
   (lobes + isthmus + pyramidal lobe, isthmus split at the midline). The truth of a thyroiditis or
   toxic-adenoma case is the whole gland, however faint.
@@ -24,8 +26,9 @@ NOTES = """## How to read these figures
   diagram bins the candidates found at the shipped threshold by confidence (10 equal bins) and plots
   the fraction that hit a true cold nodule; ECE = sum over bins of (n_bin / N) |fraction hit - mean
   confidence|.
-- Thresholds were chosen on validation phantoms (default mix, seeds 5100000-5100299): the highest
-  sensitivity over all cold nodules with at most 0.5 false positives per image.
+- The model's nodule thresholds were chosen on validation phantoms (default mix, seeds 5100000-5100999
+  for the 1.1.0 files, 5100000-5100299 for 1.0.0): the highest sensitivity over all cold nodules with
+  at most 0.5 false positives per image. The I-123 rule threshold: see its section above.
 - Cold-nodule contrast is drawn from the measured pinhole ranges and applied before the 4-8 mm
   system blur, so nodules under 8 mm are faint; the domain notes say those are usually missed.
 - Toxic adenoma: the rest of the gland is suppressed to 0-20 % of the hot nodule.
@@ -144,17 +147,61 @@ def _timing(timing: dict, cpu: str) -> list[str]:
     return lines + [""]
 
 
+def _i123(sel: dict | None, robust: list[dict]) -> list[str]:
+    if not sel:
+        return []
+    lines = ["## I-123 rule threshold (`rules/default.json`, rule `thyroid-i123`)", "",
+             (f"Chosen by `python -m training.i123_threshold --write` on {sel['n']} "
+              f"I-123 validation phantoms (seeds {sel['seeds']}, default pattern mix, 128x128; disjoint from the "
+              "held-out `i123` subset): the probability with the fewest false positives per image that keeps "
+              f">=10 mm sensitivity >= {sel['min_sens']} (model default {sel['model_thresholds']['probability']}, "
+              f"min area {sel['model_thresholds']['min_area_px']} px). Chosen: **{sel['chosen']}**."), "",
+             "| probability | >=10 mm sens. (n) | all cold sens. | FP/image | hot as cold |", "|---|---|---|---|---|"]
+    lines += [f"| {r['probability']} | {r['sensitivity_ge10mm']:.3f} ({r['n_cold_ge10mm']}) | {r['sensitivity_all']:.3f} "
+              f"| {r['fp_per_image']:.3f} | {r['hot_detected_as_cold']} |" for r in sel["sweep"]]
+    return lines + ["", "Its held-out result is the `i123 @ rule threshold` row of the robustness table (the plain "
+                    "`i123` row uses the model's default threshold).", ""]
+
+
+def _previous(prev: dict | None, res: dict) -> list[str]:
+    if not prev:
+        return []
+    lines = [f"## Compared with `{prev['names'][0]}` / `{prev['names'][1]}` (same held-out seeds)", "",
+             "| figure | previous | now |", "|---|---|---|"]
+    for label, get in (("Dice", lambda r: r["segmentation"]["dice_mean"]),
+                       ("thyroiditis Dice", lambda r: r["segmentation"]["dice_per_pattern"]["thyroiditis"]),
+                       (">=10 mm sensitivity", lambda r: r["nodules"]["sensitivity_ge10mm"]),
+                       ("8-10 mm sensitivity", lambda r: r["nodules"]["sensitivity_by_size"]["8-10mm"]),
+                       ("FP/image", lambda r: r["nodules"]["fp_per_image"]),
+                       ("share error median (pp)", lambda r: r["segmentation"]["share_error_pp"]["median"])):
+        lines.append(f"| {label} | {get(prev):.3f} | {get(res):.3f} |")
+    old = {r["subset"].split(" @ ")[0] + (" @ rule" if " @ " in r["subset"] else ""): r for r in prev["robustness"]}
+    lines += ["", "| robustness subset | >=10 mm sens. previous / now | 8-10 mm previous / now | FP/image previous / now "
+              "| bars missed now |", "|---|---|---|---|---|"]
+    for r in res["robustness"]:
+        o = old.get(r["subset"].split(" @ ")[0] + (" @ rule" if " @ " in r["subset"] else ""))
+        if o:
+            lines.append(f"| {r['subset']} (was {o['subset']}) | {_f(o['sens_ge10'])} / {_f(r['sens_ge10'])} | "
+                         f"{_f(o['sens_8_10'])} / {_f(r['sens_8_10'])} | {o['fp_per_image']:.3f} / {r['fp_per_image']:.3f} "
+                         f"| {', '.join(r['misses']) or 'none'} |")
+    return lines + [""]
+
+
 def report_markdown(res: dict) -> str:
     """``training/REPORT.md`` text from the ``results`` dict built by :func:`training.evaluate.main`."""
     names, seg, nod, figs = res["names"], res["segmentation"], res["nodules"], res["figures"]
+    version = names[0].rsplit("-", 1)[-1].removesuffix(".onnx")
     lines = [f"# Held-out evaluation of `{names[0]}` and `{names[1]}`", "",
+             (f"Reproduce these files and this report: `python -m training.all --version {version}` "
+              "(see `training/all.py`; `python -m training.evaluate` alone re-evaluates the highest-version files)."), "",
              f"- `{names[0]}`: {res['trained'][0]}", f"- `{names[1]}`: {res['trained'][1]}", "",
              (f"{seg['n_images']} synthetic phantoms, seeds {EVAL_SEED0}-{EVAL_SEED0 + seg['n_images'] - 1} "
              "(never used for training, validation or thresholds), default pattern mix, every tenth "
              f"at 256x256. Written by `python -m training.evaluate` in {res['elapsed_s']:.0f} s."), ""]
     lines += _bars(seg, nod, res["timing"], res["robustness"])
     lines += _segmentation(seg) + _nodules(nod, res["froc"], figs) + _calibration(res["calibration"], figs["calibration"])
-    lines += _robustness(res["robustness"], res["n_robust"]) + _timing(res["timing"], res["cpu"])
+    lines += _robustness(res["robustness"], res["n_robust"]) + _i123(res.get("i123_threshold"), res["robustness"])
+    lines += _previous(res.get("previous"), res) + _timing(res["timing"], res["cpu"])
     lines += ["## Failure gallery", "",
               ("The held-out images with the lowest gland Dice, then those missing a cold nodule of 10 mm or "
               "more, then those with the most confident false positive (each image once). Outlines: green "

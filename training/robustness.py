@@ -1,8 +1,8 @@
 """Robustness subsets of the held-out evaluation: markers, salivary glands, 256x256, I-123, toxic adenoma.
 
 Each subset is drawn by :func:`training.phantoms.generate` from its own seed range (``ROBUST_SEED0 +
-k * 100000``, ``k`` the subset's position in :data:`SUBSETS`), disjoint from the training (0-19999),
-validation (5000000-5100299) and main held-out (10000000-) seeds. The pattern mix is the default
+k * 100000``, ``k`` the subset's position in :data:`SUBSETS`), disjoint from the training (0-23999),
+validation (5000000-5200299) and main held-out (10000000-) seeds. The pattern mix is the default
 one unless the subset fixes it, and the matrix is 128x128 unless the subset says otherwise.
 """
 from __future__ import annotations

@@ -292,3 +292,51 @@ def test_report_figures_are_small_pngs(tmp_path):
         with Image.open(p) as im:
             assert im.format == "PNG" and im.width > 100
         assert p.stat().st_size < 300_000
+
+
+# --- 1.1.0: robustness mix, declared normalisation, I-123 rule threshold ---------------------------------
+
+MIX = {"p_matrix256": 0.25, "p_i123": 0.25, "p_markers": 0.2, "p_salivary": 0.25, "salivary_scale": [1.5, 3.0]}
+
+
+def test_sample_spec_default_unchanged_and_mix_draws_conditions():
+    from training.data import data_tag, sample_spec
+    for s in range(20):
+        m, p, n, extra = sample_spec(s, "nodules")
+        assert extra == {} and m in (128, 256)
+        m2, p2, n2, _ = sample_spec(s, "nodules", MIX)
+        assert (p2, n2) == (p, n)  # same pattern and nodule mode: only the conditions are added
+    extras = [sample_spec(s, "segmentation", MIX)[3] for s in range(400)]
+    share = np.mean([e.get("isotope") == "i123" for e in extras])
+    assert 0.18 < share < 0.32
+    assert 0.12 < np.mean([e.get("markers") is True for e in extras]) < 0.28
+    assert all(1.5 <= e["salivary_scale"] <= 3.0 for e in extras if "salivary_scale" in e)
+    assert data_tag(None, None) == "" and data_tag(MIX, {"percentile": 99.0, "clip": 2.0}) != ""
+
+
+def test_preprocess_uses_declared_percentile():
+    img = np.zeros((128, 128), np.float32)
+    img[:, :2] = 10.0  # 1.6 % of the pixels bright: the 99th and 99.5th percentiles are both 10
+    img[0, 0] = 1000.0
+    a = preprocess(img)
+    b = preprocess(img, {"method": "percentile", "percentile": 50.0, "clip": 2.0})
+    assert a.shape == b.shape == (1, 1, 128, 128)
+    assert a[0, 0, 5, 0] == pytest.approx(1.0) and b[0, 0, 5, 0] == pytest.approx(2.0)  # p50 is 0: divide by 1, clip
+    meta = export.build_metadata("nodules", "0.0.1", {}, {}, "t", {"method": "percentile", "percentile": 99.0,
+                                                                     "clip": 2.0})
+    assert json.loads(meta["normalisation"])["percentile"] == 99.0
+
+
+def test_i123_threshold_choice():
+    from training.i123_threshold import choose
+    rows = [{"probability": p, "sensitivity_ge10mm": s, "sensitivity_all": s, "fp_per_image": f}
+            for p, s, f in ((0.1, 0.98, 0.6), (0.3, 0.96, 0.4), (0.5, 0.95, 0.3), (0.7, 0.93, 0.1))]
+    assert choose(rows)["probability"] == 0.5
+    assert choose(rows, 0.99)["probability"] == 0.1  # none meets: the most sensitive
+
+
+def test_shipped_i123_rule_threshold_is_a_probability():
+    from pathlib import Path
+    rules = json.loads((Path(__file__).resolve().parents[2] / "rules" / "default.json").read_text())["rules"]
+    (rule,) = [r for r in rules if r.get("variant") == "i123"]
+    assert 0.0 < rule["options"]["nodule_probability"] < 1.0
