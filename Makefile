@@ -26,7 +26,7 @@ bench: setup-dev
 	$(PYTHON) scripts/bench.py
 
 models: setup-dev
-	$(PYTHON) -m training.all
+	$(PYTHON) -m training.all --version 1.1.0
 
 clean:
 	rm -rf data .pytest_cache
