@@ -69,12 +69,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         result = state["results"][0]
         totals.append(result["total_ms"])
-        latencies.append(state.get("stable_to_stored_ms", float("nan")))
+        latency = state.get("stable_to_stored_ms")  # absent when the worker saw it stable first
+        if latency is not None:
+            latencies.append(latency)
         print(f"{i:>8} " + " ".join(f"{result['timings_ms'].get(p, 0.0):>11.1f}" for p in PHASES)
-              + f" {result['total_ms']:>9.1f} {latencies[-1]:>15.1f}")
+              + f" {result['total_ms']:>9.1f} {'-' if latency is None else f'{latency:.1f}':>15}")
     print(f"\nstudies: {len(totals)}/{len(states)} done, matrix {args.matrix}")
     print(f"processing per study: median {statistics.median(totals):.0f} ms, p95 {_percentile(totals, 0.95):.0f} ms")
-    print(f"stable -> stored: median {statistics.median(latencies):.0f} ms, p95 {_percentile(latencies, 0.95):.0f} ms")
+    print(f"stable -> stored: median {statistics.median(latencies):.0f} ms, p95 {_percentile(latencies, 0.95):.0f} ms"
+          f" ({len(latencies)} studies with a STABLE_STUDY time stamp)")
     print(f"throughput: {len(totals) / elapsed:.2f} studies/s (send to last result, {elapsed:.1f} s, "
           f"includes StableAge 1 s)")
     print(f"Orthanc + plugin peak resident memory: {peak:.0f} MiB")
