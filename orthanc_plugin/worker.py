@@ -105,8 +105,8 @@ class Worker:
 
     def status(self) -> dict:
         """Queue depth and counts by state (studies seen since this start)."""
-        with self._lock:
-            depth = len(set(self._pending) | set(self._reruns))
+        with self._lock:  # _pending belongs to the worker thread: only len() and `in` here
+            depth = len(self._pending) + sum(1 for study in self._reruns if study not in self._pending)
         return {"queue_depth": depth, "checkpoint": self._saved_checkpoint,
                 "states": dict(Counter(self._last_state.values())),
                 "forwarding": self.forwarder.status()}
