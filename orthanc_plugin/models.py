@@ -234,7 +234,7 @@ class ModelRegistry:
         for model in models:
             if not self.is_shadow(model):
                 served[model.spec.task] = model  # ascending order: the highest version wins
-        for task, name in self.pins.items():
+        for task, name in dict(self.pins).items():  # a copy: promote() may change pins meanwhile
             pinned = next((m for m in models if m.path.name == name), None)
             if pinned is not None:
                 served[task] = pinned
