@@ -185,3 +185,13 @@ class OrthancNode:
             return state
 
         return wait_for(check, timeout, f"study {study_id} to reach {sorted(wanted)}", interval=0.5)
+
+    def wait_results(self, study_id: str, count: int, timeout: float = 60.0) -> dict:
+        """Wait until the study is done with ``count`` results (e.g. after a re-run); return its state."""
+
+        def check() -> dict:
+            state = self.ai_state(study_id)
+            assert state["state"] == "done" and len(state["results"]) == count, state["state"]
+            return state
+
+        return wait_for(check, timeout, f"study {study_id} done with {count} result(s)", interval=0.5)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,14 +23,28 @@ def _require_tools() -> None:
             pytest.fail(f"{tool} is missing: run `make test`, which installs it (scripts/setup.sh)")
 
 
+def fast(**ai_node: object) -> dict:
+    """FAST with some AiNode keys changed (e.g. ModelsDirectory, RulesFile)."""
+    return {**FAST, "AiNode": {**FAST["AiNode"], **ai_node}}
+
+
+@contextmanager
+def running_node(folder: Path, log_name: str, overrides: dict = FAST, **options) -> Iterator[OrthancNode]:
+    """Start a node, yield it, stop it and keep its log in test-artifacts/orthanc-<log_name>.log."""
+    _require_tools()
+    orthanc = OrthancNode(folder, overrides=overrides, **options).start()
+    try:
+        yield orthanc
+    finally:
+        orthanc.stop()
+        _keep_log(orthanc, log_name)
+
+
 @pytest.fixture(scope="session")
 def node(tmp_path_factory: pytest.TempPathFactory):
     """One node shared by the tests that do not restart it."""
-    _require_tools()
-    orthanc = OrthancNode(tmp_path_factory.mktemp("node"), overrides=FAST).start()
-    yield orthanc
-    orthanc.stop()
-    _keep_log(orthanc, "node")
+    with running_node(tmp_path_factory.mktemp("node"), "node") as orthanc:
+        yield orthanc
 
 
 @pytest.fixture

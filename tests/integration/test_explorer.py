@@ -17,7 +17,7 @@ from pydicom.uid import generate_uid
 
 from scripts.orthanc_process import PASSWORD, USER, OrthancNode
 
-from .conftest import FAST, _keep_log, _require_tools
+from .conftest import running_node
 from .studies import thyroid_nm
 
 pytestmark = pytest.mark.integration
@@ -43,11 +43,8 @@ def _require_browser() -> None:
 @pytest.fixture(scope="module")
 def explorer_node(tmp_path_factory: pytest.TempPathFactory):
     """A node of its own: the re-run below must not race other tests' studies."""
-    _require_tools()
-    node = OrthancNode(tmp_path_factory.mktemp("explorer"), overrides=FAST).start()
-    yield node
-    node.stop()
-    _keep_log(node, "explorer")
+    with running_node(tmp_path_factory.mktemp("explorer"), "explorer") as node:
+        yield node
 
 
 @pytest.fixture(scope="module")

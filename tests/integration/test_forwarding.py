@@ -9,9 +9,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from scripts.orthanc_process import OrthancNode, free_port, wait_for
+from scripts.orthanc_process import free_port, wait_for
 
-from .conftest import FAST, _keep_log
+from .conftest import fast, running_node
 from .studies import thyroid_nm
 
 pytestmark = pytest.mark.integration
@@ -44,12 +44,10 @@ def pacs(tmp_path):
 
 def test_results_reach_the_pacs_and_failures_are_recorded(tmp_path, pacs):
     port, received = pacs
-    overrides = {**FAST, "AiNode": {**FAST["AiNode"], "RulesFile": str(_rules_with_forwarding(tmp_path / "rules.json")),
-                                    "ForwardTimeoutSeconds": 30},
+    overrides = {**fast(RulesFile=str(_rules_with_forwarding(tmp_path / "rules.json")), ForwardTimeoutSeconds=30),
                  "DicomModalities": {"PACS": ["PACS", "127.0.0.1", port],
                                      "DOWN": ["DOWN", "127.0.0.1", free_port()]}}
-    node = OrthancNode(tmp_path / "node", overrides=overrides).start()
-    try:
+    with running_node(tmp_path / "node", "forwarding", overrides) as node:
         send = tmp_path / "send"
         send.mkdir()
         tc_path, tc_uid = thyroid_nm(send, "forward-tc", seed=501)
@@ -72,6 +70,3 @@ def test_results_reach_the_pacs_and_failures_are_recorded(tmp_path, pacs):
         failed = wait_for(lambda: forwarded(i_id, "failed"), 120, "forward to a dead PACS to fail", 0.5)
         outcome = failed["results"][0]["forward"]
         assert outcome["attempts"] == 2 and outcome["error"]
-    finally:
-        node.stop()
-        _keep_log(node, "forwarding")

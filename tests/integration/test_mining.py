@@ -5,18 +5,16 @@ from __future__ import annotations
 import io
 import json
 import logging
-import shutil
 
 import numpy as np
 import pydicom
 import pytest
 from PIL import Image
 
-from scripts.node import ORTHANC
-from scripts.orthanc_process import OrthancNode
 from training import mining
 
 from . import annotated
+from .conftest import running_node
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +36,9 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     """A real Orthanc holding the five studies, and the ROI folder of the two file-based formats."""
-    if shutil.which(ORTHANC) is None:
-        pytest.fail(f"{ORTHANC} is missing: run `make test`, which installs it (scripts/setup.sh)")
     root = tmp_path_factory.mktemp("mining")
     # The AI plugin stays idle (no /ai/ routes): this is any department's Orthanc.
-    node = OrthancNode(root / "node", overrides={"AiNode": {"Enabled": False}}, ready_path="/system").start()
-    try:
+    with running_node(root / "node", "mining", {"AiNode": {"Enabled": False}}, ready_path="/system") as node:
         studies = {}
         for seed, kind in enumerate((*FORMATS, "none"), start=32):  # seeds with cold nodules today
             image, phantom = annotated.nm_image(kind, seed)
@@ -58,8 +53,6 @@ def loaded(tmp_path_factory):
                 annotated.png_masks(root / "roi" / image.AccessionNumber, phantom)
             studies[kind] = (image, phantom)
         yield node, studies, root
-    finally:
-        node.stop()
 
 
 def test_export_pairs_report_and_pseudonyms(loaded, caplog, capsys):

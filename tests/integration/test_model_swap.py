@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.orthanc_process import OrthancNode, wait_for
+from scripts.orthanc_process import wait_for
 
-from .conftest import FAST, _keep_log
+from .conftest import fast, running_node
 from .model_files import copy_shipped, drop_version, served_file
 from .studies import thyroid_nm
 
@@ -15,9 +15,7 @@ pytestmark = pytest.mark.integration
 
 def test_new_version_goes_live_and_supersedes_older_results(tmp_path):
     models = copy_shipped(tmp_path / "models")
-    node = OrthancNode(tmp_path / "node", overrides={**FAST, "AiNode": {**FAST["AiNode"],
-                                                                          "ModelsDirectory": str(models)}}).start()
-    try:
+    with running_node(tmp_path / "node", "model-swap", fast(ModelsDirectory=str(models))) as node:
         send = tmp_path / "send"
         send.mkdir()
         path, uid = thyroid_nm(send, "swap", seed=601)
@@ -39,17 +37,9 @@ def test_new_version_goes_live_and_supersedes_older_results(tmp_path):
 
         assert node.post(f"/ai/studies/{study_id}/run").status_code == 202
 
-        def rerun_done() -> dict:
-            state = node.ai_state(study_id)
-            assert state["state"] == "done" and len(state["results"]) == 2, state["state"]
-            return state
-
-        state = wait_for(rerun_done, 60, "the re-run on the new version", 0.5)
+        state = node.wait_results(study_id, 2)  # the re-run on the new version
         old, new = state["results"]
         assert old["work_key"] == first["results"][0]["work_key"]
         assert old["superseded_by"] == new["work_key"]
         assert "7.0.0" in {m["version"] for m in new["models"]}
         assert len(node.json(f"/studies/{study_id}/series")) == 7  # source + 2 x (SC, SEG, SR)
-    finally:
-        node.stop()
-        _keep_log(node, "model-swap")

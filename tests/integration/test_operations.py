@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.orthanc_process import OrthancNode, wait_for
+from scripts.orthanc_process import wait_for
 
-from .conftest import FAST, _keep_log
+from .conftest import fast, running_node
 from .model_files import copy_shipped, drop_version, served_file
 from .studies import thyroid_nm
 
@@ -20,9 +20,7 @@ def test_shadow_promote_rollback_audit_and_metrics(tmp_path):
     # The served segmentation model dropped again as 2.0.0, marked shadow in its metadata.
     candidate = drop_version(served_file(models, SEG), models / "thyroid-seg-candidate.onnx", "2.0.0",
                              shadow=True)
-    overrides = {**FAST, "AiNode": {**FAST["AiNode"], "ModelsDirectory": str(models)}}
-    node = OrthancNode(tmp_path / "node", overrides=overrides).start()
-    try:
+    with running_node(tmp_path / "node", "operations", fast(ModelsDirectory=str(models))) as node:
         send = tmp_path / "send"
         send.mkdir()
         path, uid = thyroid_nm(send, "ops", seed=701)
@@ -45,12 +43,7 @@ def test_shadow_promote_rollback_audit_and_metrics(tmp_path):
         assert promoted.status_code == 200 and promoted.json()["served"] == candidate
         assert node.post(f"/ai/studies/{study_id}/run").status_code == 202
 
-        def two_results() -> dict:
-            current = node.ai_state(study_id)
-            assert current["state"] == "done" and len(current["results"]) == 2, current["state"]
-            return current
-
-        state = wait_for(two_results, 60, "the re-run on the promoted version", 0.5)
+        state = node.wait_results(study_id, 2)  # the re-run on the promoted version
         assert state["results"][0]["superseded_by"] == state["results"][1]["work_key"]
         assert {m["version"] for m in state["results"][1]["models"] if m["task"] == SEG} == {"2.0.0"}
 
@@ -87,6 +80,3 @@ def test_shadow_promote_rollback_audit_and_metrics(tmp_path):
         assert {"event": "rerun-requested", "by": "rest:orthanc"}.items() <= next(
             e for e in events if e["event"] == "rerun-requested").items()
 
-    finally:
-        node.stop()
-        _keep_log(node, "operations")

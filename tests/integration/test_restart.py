@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.orthanc_process import OrthancNode, wait_for
+from scripts.orthanc_process import wait_for
 
-from .conftest import FAST, _keep_log
+from .conftest import running_node
 from .studies import thyroid_nm
 
 pytestmark = pytest.mark.integration
@@ -16,8 +16,7 @@ def test_sigkill_then_restart_processes_every_study_exactly_once(tmp_path):
     send = tmp_path / "send"
     send.mkdir()
     files = [thyroid_nm(send, f"restart-{i}", seed=300 + i) for i in range(6)]
-    node = OrthancNode(tmp_path / "node", overrides=FAST).start()
-    try:
+    with running_node(tmp_path / "node", "restart") as node:
         # 1. Stored but not yet stable when Orthanc dies: stability is lost with the process.
         assert node.storescu([path for path, _ in files[:3]]).returncode == 0
         node.kill()
@@ -39,6 +38,3 @@ def test_sigkill_then_restart_processes_every_study_exactly_once(tmp_path):
             series = node.json(f"/studies/{study_id}/series")
             assert len(series) == 4, [s["MainDicomTags"].get("SeriesDescription") for s in series]
             assert len(node.json(f"/studies/{study_id}/instances")) == 4
-    finally:
-        node.stop()
-        _keep_log(node, "restart")
